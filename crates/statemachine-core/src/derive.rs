@@ -1,0 +1,242 @@
+//! Derivation rules: container state from podman's state map, model state
+//! from its containers, package state from its models. Each is a small total
+//! function (STATE-MACHINES.md §1–§3).
+
+use crate::state::{ContainerState, ModelState, PackageState};
+
+/// podman's `Status` values, grouped the way §1 reads them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Dead,
+    Stopped,
+    Paused,
+    Running,
+    Initialized,
+    Created,
+    Other,
+}
+
+impl Status {
+    fn classify(value: &str) -> Status {
+        let value = value.trim();
+        let is = |name: &str| value.eq_ignore_ascii_case(name);
+        if is("dead") {
+            Status::Dead
+        } else if is("exited") || is("stopped") {
+            Status::Stopped
+        } else if is("paused") {
+            Status::Paused
+        } else if is("running") || is("stopping") || is("restarting") {
+            Status::Running
+        } else if is("initialized") {
+            Status::Initialized
+        } else if is("created") || is("configured") {
+            Status::Created
+        } else {
+            Status::Other
+        }
+    }
+}
+
+fn is_true(value: &str) -> bool {
+    value.trim().eq_ignore_ascii_case("true")
+}
+
+/// Derives a container's state from the string map NodeAgent copies from
+/// `podman inspect` (`Status`, `Running`, `Dead`, `OOMKilled`, `ExitCode`, ...).
+///
+/// Keys and values match case-insensitively; an unparsable `ExitCode` counts
+/// as absent. The first matching row of STATE-MACHINES.md §1 wins.
+pub fn container_state<K, V>(map: impl IntoIterator<Item = (K, V)>) -> ContainerState
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let mut status = Status::Other;
+    let (mut dead, mut oom_killed, mut running) = (false, false, false);
+    let mut exit_code: Option<i64> = None;
+    for (key, value) in map {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        if key.eq_ignore_ascii_case("Status") {
+            status = Status::classify(value);
+        } else if key.eq_ignore_ascii_case("Dead") {
+            dead = is_true(value);
+        } else if key.eq_ignore_ascii_case("OOMKilled") {
+            oom_killed = is_true(value);
+        } else if key.eq_ignore_ascii_case("Running") {
+            running = is_true(value);
+        } else if key.eq_ignore_ascii_case("ExitCode") {
+            exit_code = value.trim().parse().ok();
+        }
+    }
+    let stopped = status == Status::Stopped;
+    let abnormal_exit = exit_code.is_some_and(|code| code != 0);
+    // STATE-MACHINES §1, first match wins.
+    if status == Status::Dead || dead || (oom_killed && stopped) || (stopped && abnormal_exit) {
+        return ContainerState::Dead;
+    }
+    match status {
+        Status::Stopped => ContainerState::Exited,
+        Status::Paused => ContainerState::Paused,
+        Status::Running => ContainerState::Running,
+        Status::Initialized => ContainerState::Initialized,
+        Status::Created => ContainerState::Created,
+        Status::Dead => ContainerState::Dead,
+        Status::Other if running => ContainerState::Running,
+        Status::Other => ContainerState::Unknown,
+    }
+}
+
+/// Bit flags of the container states present in a slice.
+fn container_mask(containers: &[ContainerState]) -> u8 {
+    containers.iter().fold(0, |mask, s| mask | 1 << (*s as u8))
+}
+
+const fn bit(state: ContainerState) -> u8 {
+    1 << (state as u8)
+}
+
+/// Derives a model's state from its containers (STATE-MACHINES.md §2).
+///
+/// Order: Dead (a container Dead or Unknown: Unknown is an information
+/// failure, whose grace period the planner applies before calling this),
+/// Created (no container has started: all Created/Initialized, or none),
+/// Paused (all), Exited (all), Running.
+pub fn model_state(containers: &[ContainerState]) -> ModelState {
+    let mask = container_mask(containers);
+    let not_started = bit(ContainerState::Created) | bit(ContainerState::Initialized);
+    if mask & (bit(ContainerState::Dead) | bit(ContainerState::Unknown)) != 0 {
+        ModelState::Dead
+    } else if mask & !not_started == 0 {
+        ModelState::Created
+    } else if mask == bit(ContainerState::Paused) {
+        ModelState::Paused
+    } else if mask == bit(ContainerState::Exited) {
+        ModelState::Exited
+    } else {
+        ModelState::Running
+    }
+}
+
+/// Derives a package's state from its models (STATE-MACHINES.md §3).
+///
+/// Order: Idle (no models, or all Created), Error (all Dead), Degraded (some
+/// Dead), Paused (all), Exited (all), Running.
+pub fn package_state(models: &[ModelState]) -> PackageState {
+    let mask = models.iter().fold(0u8, |mask, s| mask | 1 << (*s as u8));
+    let only = |state: ModelState| mask == 1 << (state as u8);
+    let dead = 1u8 << (ModelState::Dead as u8);
+    if mask == 0 || only(ModelState::Created) {
+        PackageState::Idle
+    } else if only(ModelState::Dead) {
+        PackageState::Error
+    } else if mask & dead != 0 {
+        PackageState::Degraded
+    } else if only(ModelState::Paused) {
+        PackageState::Paused
+    } else if only(ModelState::Exited) {
+        PackageState::Exited
+    } else {
+        PackageState::Running
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ContainerState as C;
+    use ModelState as M;
+    use PackageState as P;
+
+    fn derive(pairs: &[(&str, &str)]) -> ContainerState {
+        container_state(pairs.iter().copied())
+    }
+
+    #[test]
+    fn container_rows_of_section_1() {
+        let rows: &[(&[(&str, &str)], ContainerState)] = &[
+            // Dead
+            (&[("Status", "dead")], C::Dead),
+            (&[("Status", "running"), ("Dead", "true")], C::Dead),
+            (&[("Status", "exited"), ("OOMKilled", "true")], C::Dead),
+            (&[("Status", "stopped"), ("OOMKilled", "true")], C::Dead),
+            (&[("Status", "exited"), ("ExitCode", "137")], C::Dead),
+            (&[("Status", "stopped"), ("ExitCode", "1")], C::Dead),
+            (&[("Status", "exited"), ("ExitCode", "-1")], C::Dead),
+            // OOMKilled on a running container is not Dead
+            (&[("Status", "running"), ("OOMKilled", "true")], C::Running),
+            // Exited
+            (&[("Status", "exited"), ("ExitCode", "0")], C::Exited),
+            (&[("Status", "exited")], C::Exited),
+            (&[("Status", "stopped")], C::Exited),
+            (&[("Status", "exited"), ("ExitCode", "oops")], C::Exited),
+            (&[("Status", "exited"), ("Dead", "false")], C::Exited),
+            // Paused, Running, Initialized, Created
+            (&[("Status", "paused")], C::Paused),
+            (&[("Status", "running")], C::Running),
+            (&[("Status", "stopping")], C::Running),
+            (&[("Status", "restarting")], C::Running),
+            (&[("Status", "initialized")], C::Initialized),
+            (&[("Status", "created")], C::Created),
+            (&[("Status", "configured")], C::Created),
+            // Unknown, with the Running=true fallback
+            (&[], C::Unknown),
+            (&[("Status", "removing")], C::Unknown),
+            (&[("Status", "")], C::Unknown),
+            (&[("Running", "true")], C::Running),
+            (&[("Status", "weird"), ("Running", "TRUE")], C::Running),
+            (&[("Running", "false")], C::Unknown),
+            // case-insensitive keys and values
+            (&[("status", "EXITED"), ("exitcode", " 2 ")], C::Dead),
+            (&[("STATUS", "Running")], C::Running),
+        ];
+        for (map, expected) in rows {
+            assert_eq!(derive(map), *expected, "{map:?}");
+        }
+    }
+
+    #[test]
+    fn model_rows_of_section_2() {
+        let rows: &[(&[ContainerState], ModelState)] = &[
+            (&[], M::Created),
+            (&[C::Created], M::Created),
+            (&[C::Created, C::Initialized], M::Created),
+            (&[C::Running, C::Dead], M::Dead),
+            (&[C::Paused, C::Dead], M::Dead),
+            (&[C::Created, C::Dead], M::Dead),
+            (&[C::Running, C::Unknown], M::Dead),
+            (&[C::Paused, C::Paused], M::Paused),
+            (&[C::Exited, C::Exited], M::Exited),
+            (&[C::Running, C::Running], M::Running),
+            (&[C::Running, C::Paused], M::Running),
+            (&[C::Paused, C::Exited], M::Running),
+            (&[C::Created, C::Running], M::Running),
+            (&[C::Created, C::Exited], M::Running),
+        ];
+        for (containers, expected) in rows {
+            assert_eq!(model_state(containers), *expected, "{containers:?}");
+        }
+    }
+
+    #[test]
+    fn package_rows_of_section_3() {
+        let rows: &[(&[ModelState], PackageState)] = &[
+            (&[], P::Idle),
+            (&[M::Created, M::Created], P::Idle),
+            (&[M::Dead], P::Error),
+            (&[M::Dead, M::Dead], P::Error),
+            (&[M::Dead, M::Running], P::Degraded),
+            (&[M::Dead, M::Created], P::Degraded),
+            (&[M::Dead, M::Exited], P::Degraded),
+            (&[M::Paused, M::Paused], P::Paused),
+            (&[M::Exited, M::Exited], P::Exited),
+            (&[M::Running], P::Running),
+            (&[M::Paused, M::Exited], P::Running),
+            (&[M::Created, M::Running], P::Running),
+            (&[M::Created, M::Paused], P::Running),
+        ];
+        for (models, expected) in rows {
+            assert_eq!(package_state(models), *expected, "{models:?}");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! The rules of the PICCOLO StateManager, pure.
+//!
+//! Everything the StateManager decides is decided here, without async, I/O
+//! or clocks (time is a parameter), so it can be unit- and property-tested
+//! without a runtime:
+//!
+//! - [`name`]: resource kinds and validated names; [`keys`]: store keys;
+//! - [`state`]: the state enums with canonical names and lenient parsing;
+//! - [`derive`]: container state from podman's map, model from containers,
+//!   package from models;
+//! - [`transition`]: the scenario table and the documented model/package edges;
+//! - [`definition`] and [`topology`]: the ApiServer's definitions and the
+//!   relations built from them;
+//! - [`snapshot`] and [`plan`]: cascade planning — an input against a
+//!   snapshot gives the key writes and effects to commit;
+//! - [`recovery`]: the retry and escalation ladder for reconcile requests.
+
+pub mod config;
+pub mod definition;
+pub mod derive;
+pub mod error;
+pub mod keys;
+pub mod name;
+pub mod plan;
+pub mod record;
+pub mod recovery;
+pub mod snapshot;
+pub mod state;
+pub mod topology;
+pub mod transition;
+
+pub use config::CoreConfig;
+pub use derive::{container_state, model_state, package_state};
+pub use error::{ErrorCode, Rejection};
+pub use name::{NameError, ResourceKind, ResourceName};
+pub use plan::{
+    Change, Effect, Input, NodeChange, NodeReport, Plan, Reason, ReportedContainer, RequestKind,
+    StateChangeRequest, plan,
+};
+pub use snapshot::{PENDING_REVISION, Revision, Snapshot};
+pub use state::{
+    AnyState, ContainerState, ModelState, PackageState, ParseStateError, ScenarioState,
+};
+pub use topology::{Affected, Topology};

@@ -1,0 +1,148 @@
+//! Values the StateManager stores under its bookkeeping prefix: node records,
+//! history entries and outbox records, encoded as JSON.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::name::ResourceKind;
+
+/// What the StateManager remembers of a node's last full report
+/// (`/statemanager/nodes/{node}`): its containers, their models and their
+/// information failures. Written only when one of these changes, so an
+/// unchanged report writes nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Container name -> what is known of it.
+    pub containers: BTreeMap<String, NodeContainer>,
+}
+
+/// One container of a node record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeContainer {
+    /// The model the container belongs to.
+    pub model: String,
+    /// `true` when the container vanished from the node's report while its
+    /// model is still referenced (its state key has been removed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
+    /// Since when (ns since the epoch) the container's information could not
+    /// be obtained (Unknown, or missing); `None` when it is fine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_since_ns: Option<i64>,
+}
+
+impl NodeRecord {
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Encodes the record for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// One entry of a resource's transition history
+/// (`/statemanager/history/{kind}/{name}/{seq}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The state left (`None`: no record before).
+    pub from: Option<String>,
+    /// The state entered (`None`: the record was removed).
+    pub to: Option<String>,
+    /// When (ns since the epoch).
+    pub at_ns: i64,
+    /// Who asked, or `StateManager` for derived changes.
+    pub source: String,
+    /// The request's transition id, or the StateManager's for derived changes.
+    pub transition_id: String,
+    /// Why.
+    pub reason: String,
+    /// How long the resource stayed in `from`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<i64>,
+}
+
+impl HistoryEntry {
+    /// Decodes a stored entry.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Encodes the entry for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A reconcile request committed together with the package state that caused
+/// it (`/statemanager/outbox/{id}`), deleted once delivered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxRecord {
+    /// The scenario whose `spec.target` is the package.
+    pub scenario: String,
+    /// The package that entered the triggering state.
+    pub package: String,
+    /// The state it entered (`Error`, or `Degraded` when configured).
+    pub package_state: String,
+    /// When the package entered it (ns since the epoch).
+    pub at_ns: i64,
+    /// The kind of resource that triggered it (always Package today).
+    #[serde(default = "package_kind")]
+    pub kind: String,
+}
+
+fn package_kind() -> String {
+    ResourceKind::Package.as_key_segment().to_owned()
+}
+
+impl OutboxRecord {
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Encodes the record for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// A key-safe, time-ordered id: `{at_ns:020}-{package}`.
+    pub fn id(&self) -> String {
+        format!("{:020}-{}", self.at_ns.max(0), self.package)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_roundtrip_and_stay_compact() {
+        let mut record = NodeRecord::default();
+        record.containers.insert(
+            "c1".into(),
+            NodeContainer {
+                model: "m".into(),
+                missing: false,
+                failure_since_ns: None,
+            },
+        );
+        let bytes = record.encode();
+        assert_eq!(bytes, br#"{"containers":{"c1":{"model":"m"}}}"#);
+        assert_eq!(NodeRecord::decode(&bytes).unwrap(), record);
+        assert!(NodeRecord::decode(b"{not json").is_err());
+
+        let outbox = OutboxRecord {
+            scenario: "s".into(),
+            package: "p".into(),
+            package_state: "Error".into(),
+            at_ns: 5,
+            kind: "package".into(),
+        };
+        assert_eq!(OutboxRecord::decode(&outbox.encode()).unwrap(), outbox);
+        assert_eq!(outbox.id(), "00000000000000000005-p");
+    }
+}

@@ -1,0 +1,332 @@
+//! The state enums, their canonical names and lenient parsing
+//! (STATE-MACHINES.md §6).
+//!
+//! Canonical names are PascalCase and are what is written to the store.
+//! Parsing accepts any case, `-`/`_` separators, and the protobuf enum names
+//! (`MODEL_STATE_RUNNING`); anything else is an error naming the allowed values.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::name::ResourceKind;
+
+/// A state name that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} state '{given}'; allowed: {allowed}")]
+pub struct ParseStateError {
+    /// The kind whose states were expected.
+    pub kind: ResourceKind,
+    /// The refused text (escaped).
+    pub given: String,
+    /// The canonical names, comma-separated.
+    pub allowed: String,
+}
+
+/// Lowercases ASCII and drops `-`, `_` and spaces, so `Running`, `RUNNING`,
+/// `run-ning` compare equal. Returns `None` for non-ASCII input.
+fn fold(text: &str) -> Option<String> {
+    if !text.is_ascii() {
+        return None;
+    }
+    Some(
+        text.bytes()
+            .filter(|b| !matches!(b, b'-' | b'_' | b' '))
+            .map(|b| b.to_ascii_lowercase() as char)
+            .collect(),
+    )
+}
+
+macro_rules! state_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident, kind = $kind:expr, proto_prefix = $prefix:literal,
+        { $( $(#[$vmeta:meta])* $variant:ident = $number:expr ),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every state, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The canonical PascalCase name, as written to the store.
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => stringify!($variant)),+ }
+            }
+
+            /// The protobuf enum number (`None` where the wire has no enum).
+            pub fn proto_number(self) -> Option<i32> {
+                match self { $($name::$variant => $number),+ }
+            }
+
+            /// The state with the given protobuf enum number.
+            pub fn from_proto_number(number: i32) -> Option<Self> {
+                Self::ALL.iter().copied().find(|s| s.proto_number() == Some(number))
+            }
+
+            /// Parses a state name leniently: any case, `-`/`_`, or the
+            /// protobuf enum name (with its `KIND_STATE_` prefix).
+            pub fn parse(text: &str) -> Result<Self, ParseStateError> {
+                let error = || ParseStateError {
+                    kind: $kind,
+                    given: text.escape_debug().to_string(),
+                    allowed: Self::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                };
+                let folded = fold(text.trim()).ok_or_else(error)?;
+                let prefix = fold($prefix).unwrap_or_default();
+                let bare = folded.strip_prefix(prefix.as_str()).unwrap_or(&folded);
+                Self::ALL
+                    .iter()
+                    .copied()
+                    .find(|s| fold(s.as_str()).as_deref() == Some(bare))
+                    .ok_or_else(error)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ParseStateError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+    };
+}
+
+state_enum! {
+    /// The state of a container, derived from podman's state map (STATE-MACHINES.md §1).
+    ContainerState, kind = ResourceKind::Container, proto_prefix = "CONTAINER_STATE_",
+    {
+        /// Configured, never started.
+        Created = None,
+        /// Runtime set up, main process not started.
+        Initialized = None,
+        /// Main process active.
+        Running = None,
+        /// Frozen, memory kept.
+        Paused = None,
+        /// Terminated normally (exit code 0 or `podman stop`).
+        Exited = None,
+        /// Terminated abnormally.
+        Dead = None,
+        /// The state cannot be determined: an information failure.
+        Unknown = None,
+    }
+}
+
+state_enum! {
+    /// The state of a model (pod), derived from its containers (STATE-MACHINES.md §2).
+    ModelState, kind = ResourceKind::Model, proto_prefix = "MODEL_STATE_",
+    {
+        /// Initial: no container has started yet.
+        Created = Some(1),
+        /// All containers paused.
+        Paused = Some(2),
+        /// All containers exited.
+        Exited = Some(3),
+        /// A container is dead, or the model's information could not be obtained.
+        Dead = Some(4),
+        /// None of the above.
+        Running = Some(5),
+    }
+}
+
+state_enum! {
+    /// The state of a package, derived from its models (STATE-MACHINES.md §3).
+    PackageState, kind = ResourceKind::Package, proto_prefix = "PACKAGE_STATE_",
+    {
+        /// Initial: no models, or all models still Created.
+        Idle = Some(1),
+        /// All models paused.
+        Paused = Some(2),
+        /// All models exited.
+        Exited = Some(3),
+        /// Some, not all, models dead.
+        Degraded = Some(4),
+        /// All models dead.
+        Error = Some(5),
+        /// None of the above.
+        Running = Some(6),
+    }
+}
+
+state_enum! {
+    /// The state of a scenario, requested by components (STATE-MACHINES.md §4).
+    ScenarioState, kind = ResourceKind::Scenario, proto_prefix = "SCENARIO_STATE_",
+    {
+        /// No record yet: the state on creation.
+        Idle = Some(1),
+        /// A condition is registered.
+        Waiting = Some(2),
+        /// The condition is met.
+        Satisfied = Some(3),
+        /// The policy allowed the action.
+        Allowed = Some(4),
+        /// The policy denied the action (terminal unless re-arming is allowed).
+        Denied = Some(5),
+        /// The scenario finished (terminal unless re-arming is allowed).
+        Completed = Some(6),
+    }
+}
+
+/// A state of any kind, tagged with its kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnyState {
+    /// A container state.
+    Container(ContainerState),
+    /// A model state.
+    Model(ModelState),
+    /// A package state.
+    Package(PackageState),
+    /// A scenario state.
+    Scenario(ScenarioState),
+}
+
+impl AnyState {
+    /// The kind of resource this state belongs to.
+    pub fn kind(self) -> ResourceKind {
+        match self {
+            AnyState::Container(_) => ResourceKind::Container,
+            AnyState::Model(_) => ResourceKind::Model,
+            AnyState::Package(_) => ResourceKind::Package,
+            AnyState::Scenario(_) => ResourceKind::Scenario,
+        }
+    }
+
+    /// The canonical name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnyState::Container(s) => s.as_str(),
+            AnyState::Model(s) => s.as_str(),
+            AnyState::Package(s) => s.as_str(),
+            AnyState::Scenario(s) => s.as_str(),
+        }
+    }
+
+    /// Parses a state name of the given kind leniently.
+    pub fn parse(kind: ResourceKind, text: &str) -> Result<Self, ParseStateError> {
+        Ok(match kind {
+            ResourceKind::Container => AnyState::Container(ContainerState::parse(text)?),
+            ResourceKind::Model => AnyState::Model(ModelState::parse(text)?),
+            ResourceKind::Package => AnyState::Package(PackageState::parse(text)?),
+            ResourceKind::Scenario => AnyState::Scenario(ScenarioState::parse(text)?),
+        })
+    }
+}
+
+impl fmt::Display for AnyState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names_are_pascal_case() {
+        assert_eq!(ModelState::Running.as_str(), "Running");
+        assert_eq!(PackageState::Degraded.as_str(), "Degraded");
+        assert_eq!(ScenarioState::Waiting.to_string(), "Waiting");
+        assert_eq!(ContainerState::Initialized.as_str(), "Initialized");
+    }
+
+    #[test]
+    fn parsing_is_lenient() {
+        for text in [
+            "Running",
+            "running",
+            "RUNNING",
+            " running ",
+            "run-ning",
+            "MODEL_STATE_RUNNING",
+            "model-state-running",
+        ] {
+            assert_eq!(ModelState::parse(text), Ok(ModelState::Running), "{text}");
+        }
+        assert_eq!(
+            ScenarioState::parse("SCENARIO_STATE_WAITING"),
+            Ok(ScenarioState::Waiting)
+        );
+        assert_eq!(
+            PackageState::parse("PACKAGE_STATE_ERROR"),
+            Ok(PackageState::Error)
+        );
+    }
+
+    #[test]
+    fn unknown_names_list_the_allowed_values() {
+        let err = ScenarioState::parse("finished").unwrap_err();
+        assert_eq!(err.kind, ResourceKind::Scenario);
+        assert_eq!(
+            err.to_string(),
+            "unknown Scenario state 'finished'; allowed: Idle, Waiting, Satisfied, Allowed, Denied, Completed"
+        );
+        for bad in [
+            "",
+            "UNSPECIFIED",
+            "SCENARIO_STATE_UNSPECIFIED",
+            "MODEL_STATE_WAITING",
+            "wäiting",
+        ] {
+            assert!(ScenarioState::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn proto_numbers_match_the_wire_protocol() {
+        let expect = [
+            (ScenarioState::Idle, 1),
+            (ScenarioState::Waiting, 2),
+            (ScenarioState::Satisfied, 3),
+            (ScenarioState::Allowed, 4),
+            (ScenarioState::Denied, 5),
+            (ScenarioState::Completed, 6),
+        ];
+        for (state, number) in expect {
+            assert_eq!(state.proto_number(), Some(number));
+            assert_eq!(ScenarioState::from_proto_number(number), Some(state));
+        }
+        let packages = [
+            (PackageState::Idle, 1),
+            (PackageState::Paused, 2),
+            (PackageState::Exited, 3),
+            (PackageState::Degraded, 4),
+            (PackageState::Error, 5),
+            (PackageState::Running, 6),
+        ];
+        for (state, number) in packages {
+            assert_eq!(state.proto_number(), Some(number));
+        }
+        let models = [
+            (ModelState::Created, 1),
+            (ModelState::Paused, 2),
+            (ModelState::Exited, 3),
+            (ModelState::Dead, 4),
+            (ModelState::Running, 5),
+        ];
+        for (state, number) in models {
+            assert_eq!(state.proto_number(), Some(number));
+        }
+        assert_eq!(ModelState::from_proto_number(0), None);
+        assert_eq!(ContainerState::Running.proto_number(), None);
+    }
+
+    #[test]
+    fn any_state_parses_by_kind() {
+        assert_eq!(
+            AnyState::parse(ResourceKind::Package, "error"),
+            Ok(AnyState::Package(PackageState::Error))
+        );
+        assert!(AnyState::parse(ResourceKind::Model, "Degraded").is_err());
+    }
+}
