@@ -150,7 +150,11 @@ mod tests {
 
     #[test]
     fn normalize_merges_equal_guards_and_rejects_contradicting_ones() {
-        let ok = Batch::new().guard("k", 3).guard("k", 3).normalize().unwrap();
+        let ok = Batch::new()
+            .guard("k", 3)
+            .guard("k", 3)
+            .normalize()
+            .unwrap();
         assert_eq!(ok.guards.len(), 1);
         assert_eq!(
             Batch::new().guard("k", 3).guard("k", 4).normalize(),

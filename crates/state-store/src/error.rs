@@ -68,7 +68,10 @@ impl StoreError {
     /// `true` for errors worth retrying with backoff (the store may come back);
     /// never for guard failures or bad requests.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable { .. } | StoreError::Timeout { .. })
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::Timeout { .. }
+        )
     }
 
     /// `true` when the store could not be reached or did not answer in time.

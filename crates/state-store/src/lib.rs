@@ -136,7 +136,8 @@ pub trait StateStore: Send + Sync + 'static {
     /// When `from_revision` has been compacted away the stream yields
     /// [`StoreError::Compacted`] and ends; the caller re-lists and watches
     /// again.
-    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream, StoreError>;
+    async fn watch(&self, prefix: &str, from_revision: Revision)
+    -> Result<WatchStream, StoreError>;
 
     /// The store's current revision.
     async fn revision(&self) -> Result<Revision, StoreError>;
