@@ -18,28 +18,35 @@ enum Status {
 
 impl Status {
     fn classify(value: &str) -> Status {
-        let value = value.trim();
-        let is = |name: &str| value.eq_ignore_ascii_case(name);
-        if is("dead") {
-            Status::Dead
-        } else if is("exited") || is("stopped") {
-            Status::Stopped
-        } else if is("paused") {
-            Status::Paused
-        } else if is("running") || is("stopping") || is("restarting") {
-            Status::Running
-        } else if is("initialized") {
-            Status::Initialized
-        } else if is("created") || is("configured") {
-            Status::Created
-        } else {
-            Status::Other
+        let value = trimmed(value);
+        // podman's exact spelling first, any case second.
+        let is = |name: &str| value == name || value.eq_ignore_ascii_case(name);
+        // Dispatch on the first letter: at most two compares per value.
+        match value.as_bytes().first().map(u8::to_ascii_lowercase) {
+            Some(b'r') if is("running") || is("restarting") => Status::Running,
+            Some(b'e') if is("exited") => Status::Stopped,
+            Some(b's') if is("stopped") => Status::Stopped,
+            Some(b's') if is("stopping") => Status::Running,
+            Some(b'p') if is("paused") => Status::Paused,
+            Some(b'd') if is("dead") => Status::Dead,
+            Some(b'i') if is("initialized") => Status::Initialized,
+            Some(b'c') if is("created") || is("configured") => Status::Created,
+            _ => Status::Other,
         }
     }
 }
 
+/// `str::trim`, skipping the work for the usual untrimmed value.
+fn trimmed(value: &str) -> &str {
+    match value.as_bytes() {
+        [first, .., last] if !first.is_ascii_whitespace() && !last.is_ascii_whitespace() => value,
+        [only] if !only.is_ascii_whitespace() => value,
+        _ => value.trim(),
+    }
+}
+
 fn is_true(value: &str) -> bool {
-    value.trim().eq_ignore_ascii_case("true")
+    value == "true" || trimmed(value).eq_ignore_ascii_case("true")
 }
 
 /// Derives a container's state from the string map NodeAgent copies from
@@ -54,23 +61,28 @@ where
 {
     let mut status = Status::Other;
     let (mut dead, mut oom_killed, mut running) = (false, false, false);
-    let mut exit_code: Option<i64> = None;
+    let mut exit_code: Option<V> = None;
     for (key, value) in map {
-        let (key, value) = (key.as_ref(), value.as_ref());
-        if key.eq_ignore_ascii_case("Status") {
-            status = Status::classify(value);
-        } else if key.eq_ignore_ascii_case("Dead") {
-            dead = is_true(value);
-        } else if key.eq_ignore_ascii_case("OOMKilled") {
-            oom_killed = is_true(value);
-        } else if key.eq_ignore_ascii_case("Running") {
-            running = is_true(value);
-        } else if key.eq_ignore_ascii_case("ExitCode") {
-            exit_code = value.trim().parse().ok();
+        let key = key.as_ref();
+        // Dispatch on the length first: one compare per key, podman's exact
+        // spelling before any case.
+        let is = |name: &str| key == name || key.eq_ignore_ascii_case(name);
+        match key.len() {
+            6 if is("Status") => status = Status::classify(value.as_ref()),
+            4 if is("Dead") => dead = is_true(value.as_ref()),
+            9 if is("OOMKilled") => oom_killed = is_true(value.as_ref()),
+            7 if is("Running") => running = is_true(value.as_ref()),
+            8 if is("ExitCode") => exit_code = Some(value),
+            _ => {}
         }
     }
     let stopped = status == Status::Stopped;
-    let abnormal_exit = exit_code.is_some_and(|code| code != 0);
+    // Parsed only when it decides something; unparsable counts as absent.
+    let abnormal_exit = stopped
+        && exit_code
+            .as_ref()
+            .and_then(|text| trimmed(text.as_ref()).parse::<i64>().ok())
+            .is_some_and(|code| code != 0);
     // STATE-MACHINES §1, first match wins.
     if status == Status::Dead || dead || (oom_killed && stopped) || (stopped && abnormal_exit) {
         return ContainerState::Dead;
@@ -87,13 +99,45 @@ where
     }
 }
 
-/// Bit flags of the container states present in a slice.
-fn container_mask(containers: &[ContainerState]) -> u8 {
-    containers.iter().fold(0, |mask, s| mask | 1 << (*s as u8))
-}
-
 const fn bit(state: ContainerState) -> u8 {
     1 << (state as u8)
+}
+
+/// Accumulates container states for [`model_state`] without allocating:
+/// only which states are present matters, never their order or count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerSet(u8);
+
+impl ContainerSet {
+    /// Adds a container state.
+    pub fn add(&mut self, state: ContainerState) {
+        self.0 |= bit(state);
+    }
+
+    /// The model state these containers give (STATE-MACHINES.md §2).
+    pub fn model_state(self) -> ModelState {
+        let mask = self.0;
+        let not_started = bit(ContainerState::Created) | bit(ContainerState::Initialized);
+        if mask & (bit(ContainerState::Dead) | bit(ContainerState::Unknown)) != 0 {
+            ModelState::Dead
+        } else if mask & !not_started == 0 {
+            ModelState::Created
+        } else if mask == bit(ContainerState::Paused) {
+            ModelState::Paused
+        } else if mask == bit(ContainerState::Exited) {
+            ModelState::Exited
+        } else {
+            ModelState::Running
+        }
+    }
+}
+
+impl FromIterator<ContainerState> for ContainerSet {
+    fn from_iter<I: IntoIterator<Item = ContainerState>>(iter: I) -> Self {
+        let mut set = ContainerSet::default();
+        iter.into_iter().for_each(|s| set.add(s));
+        set
+    }
 }
 
 /// Derives a model's state from its containers (STATE-MACHINES.md §2).
@@ -103,19 +147,11 @@ const fn bit(state: ContainerState) -> u8 {
 /// Created (no container has started: all Created/Initialized, or none),
 /// Paused (all), Exited (all), Running.
 pub fn model_state(containers: &[ContainerState]) -> ModelState {
-    let mask = container_mask(containers);
-    let not_started = bit(ContainerState::Created) | bit(ContainerState::Initialized);
-    if mask & (bit(ContainerState::Dead) | bit(ContainerState::Unknown)) != 0 {
-        ModelState::Dead
-    } else if mask & !not_started == 0 {
-        ModelState::Created
-    } else if mask == bit(ContainerState::Paused) {
-        ModelState::Paused
-    } else if mask == bit(ContainerState::Exited) {
-        ModelState::Exited
-    } else {
-        ModelState::Running
-    }
+    containers
+        .iter()
+        .copied()
+        .collect::<ContainerSet>()
+        .model_state()
 }
 
 /// Derives a package's state from its models (STATE-MACHINES.md §3).

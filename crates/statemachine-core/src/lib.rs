@@ -19,6 +19,7 @@ pub mod config;
 pub mod definition;
 pub mod derive;
 pub mod error;
+mod fastmap;
 pub mod keys;
 pub mod name;
 pub mod plan;

@@ -116,6 +116,18 @@ impl ResourceName {
     }
 }
 
+/// The bytes a name may hold: `[A-Za-z0-9._-]`.
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'.' || c == b'_' || c == b'-';
+        b += 1;
+    }
+    table
+};
+
 /// Checks a name without allocating.
 pub fn validate(name: &str) -> Result<(), NameError> {
     if name.is_empty() {
@@ -124,10 +136,9 @@ pub fn validate(name: &str) -> Result<(), NameError> {
     if name.len() > MAX_NAME_LEN {
         return Err(NameError::TooLong { len: name.len() });
     }
-    if let Some((at, found)) = name
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
+    if let Some(at) = name.bytes().position(|b| !NAME_BYTES[b as usize]) {
+        // `at` is a char boundary: every byte before it is ASCII.
+        let found = name[at..].chars().next().unwrap_or('?');
         return Err(NameError::BadChar {
             name: name.escape_debug().to_string(),
             found,

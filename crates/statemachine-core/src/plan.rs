@@ -5,9 +5,11 @@
 //! (reconcile requests, warnings). The engine commits it in one guarded
 //! transaction; nothing here does I/O or reads a clock.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 
-use crate::derive::{container_state, model_state, package_state};
+use crate::fastmap::{FastMap, FastSet};
+
+use crate::derive::{ContainerSet, container_state, package_state};
 use crate::error::{ErrorCode, Rejection};
 use crate::name::{ResourceKind, validate};
 use crate::record::{NodeContainer, NodeRecord, OutboxRecord};
@@ -272,17 +274,67 @@ enum ModelOutcome {
     Remove,
 }
 
+/// A container of the reporting node, as its new record will have it.
+#[derive(Clone, Copy)]
+struct Slot<'a> {
+    model: &'a str,
+    container: &'a str,
+    /// The reported state (`None`: missing from the report).
+    state: Option<ContainerState>,
+    failure_since_ns: Option<i64>,
+}
+
+/// The reporting node's new containers, grouped by model.
+struct NodeSlots<'a> {
+    node: &'a str,
+    /// Grouped by model.
+    slots: Vec<Slot<'a>>,
+    /// model -> its range in `slots`.
+    by_model: FastMap<&'a str, (usize, usize)>,
+}
+
+/// Groups slots by model in linear time (a counting sort on the models'
+/// first-seen index): no string comparisons.
+fn group_by_model<'a>(
+    record: Vec<Slot<'a>>,
+    model_index: &FastMap<&'a str, usize>,
+    models: usize,
+) -> (Vec<Slot<'a>>, FastMap<&'a str, (usize, usize)>) {
+    let index_of = |slot: &Slot<'a>| model_index.get(slot.model).copied().unwrap_or(0);
+    let indexes: Vec<usize> = record.iter().map(index_of).collect();
+    let mut starts = vec![0usize; models + 1];
+    for &i in &indexes {
+        starts[i + 1] += 1;
+    }
+    for i in 0..models {
+        starts[i + 1] += starts[i];
+    }
+    let mut next = starts.clone();
+    let mut grouped: Vec<Option<Slot<'a>>> = vec![None; record.len()];
+    for (slot, i) in record.into_iter().zip(indexes) {
+        grouped[next[i]] = Some(slot);
+        next[i] += 1;
+    }
+    let mut by_model = FastMap::default();
+    by_model.reserve(models);
+    for (model, &i) in model_index {
+        if starts[i] < starts[i + 1] {
+            by_model.insert(*model, (starts[i], starts[i + 1]));
+        }
+    }
+    (grouped.into_iter().flatten().collect(), by_model)
+}
+
 /// The working state of one plan: the snapshot plus the plan's own writes.
 struct Cascade<'a> {
     s: &'a Snapshot,
     now: i64,
-    /// The reporting node and its new record, which replace the stored one.
-    node: Option<(&'a str, NodeRecord)>,
-    /// model -> containers of the reporting node's new record.
-    node_models: HashMap<String, Vec<String>>,
-    containers: HashMap<String, Option<ContainerState>>,
-    models: HashMap<String, Option<ModelState>>,
-    packages: HashMap<String, Option<PackageState>>,
+    /// The reporting node and its new containers; they replace the node's
+    /// stored record. (A plan writes each container key at most once, so
+    /// container states need no overlay: the slots carry the new ones.)
+    node: Option<NodeSlots<'a>>,
+    models: FastMap<&'a str, Option<ModelState>>,
+    packages: FastMap<&'a str, Option<PackageState>>,
     changes: Vec<Change>,
     effects: Vec<Effect>,
 }
@@ -293,10 +345,8 @@ impl<'a> Cascade<'a> {
             s,
             now,
             node: None,
-            node_models: HashMap::new(),
-            containers: HashMap::new(),
-            models: HashMap::new(),
-            packages: HashMap::new(),
+            models: FastMap::default(),
+            packages: FastMap::default(),
             changes: Vec::new(),
             effects: Vec::new(),
         }
@@ -313,10 +363,7 @@ impl<'a> Cascade<'a> {
     }
 
     fn container(&self, name: &str) -> Option<ContainerState> {
-        match self.containers.get(name) {
-            Some(state) => *state,
-            None => self.s.containers.get(name).map(|v| v.state),
-        }
+        self.s.containers.get(name).map(|v| v.state)
     }
 
     fn model(&self, name: &str) -> Option<ModelState> {
@@ -351,7 +398,7 @@ impl<'a> Cascade<'a> {
         });
     }
 
-    fn set_container(&mut self, name: &str, state: Option<ContainerState>, reason: Reason) {
+    fn set_container(&mut self, name: &'a str, state: Option<ContainerState>, reason: Reason) {
         let old = self.container(name);
         if old != state {
             self.push(
@@ -361,12 +408,11 @@ impl<'a> Cascade<'a> {
                 state.map(AnyState::Container),
                 reason,
             );
-            self.containers.insert(name.to_owned(), state);
         }
     }
 
     /// Writes a model state and re-evaluates its packages. Returns whether it changed.
-    fn set_model(&mut self, name: &str, state: Option<ModelState>, reason: Reason) -> bool {
+    fn set_model(&mut self, name: &'a str, state: Option<ModelState>, reason: Reason) -> bool {
         let old = self.model(name);
         if old == state {
             return false;
@@ -389,11 +435,11 @@ impl<'a> Cascade<'a> {
             state.map(AnyState::Model),
             reason,
         );
-        self.models.insert(name.to_owned(), state);
+        self.models.insert(name, state);
         true
     }
 
-    fn set_package(&mut self, name: &str, state: PackageState, reason: Reason) {
+    fn set_package(&mut self, name: &'a str, state: PackageState, reason: Reason) {
         let old = self.package(name);
         if old == Some(state) {
             return;
@@ -416,7 +462,7 @@ impl<'a> Cascade<'a> {
             Some(AnyState::Package(state)),
             reason,
         );
-        self.packages.insert(name.to_owned(), Some(state));
+        self.packages.insert(name, Some(state));
         // STATE-MACHINES §3: reconcile only on *entering* a reconcile state.
         if self.s.config.reconcile_on.contains(&state) {
             match self.s.topology.scenario_of(name) {
@@ -435,11 +481,14 @@ impl<'a> Cascade<'a> {
         }
     }
 
-    /// The containers of a model on every node, the reporting node's new
-    /// record replacing its stored one.
-    fn model_containers(&self, model: &str) -> Vec<(&str, &str, &NodeContainer)> {
-        let mut out = Vec::new();
-        let reporting = self.node.as_ref().map(|(n, _)| *n);
+    /// Calls `f(node, state, failure_since)` for every container of a model
+    /// on every node, the reporting node's new record replacing its stored one.
+    fn for_each_container(
+        &self,
+        model: &str,
+        mut f: impl FnMut(&str, Option<ContainerState>, Option<i64>),
+    ) {
+        let reporting = self.node.as_ref().map(|n| n.node);
         if let Some(index) = self.s.model_index.get(model) {
             for (node, container) in index {
                 if Some(node.as_str()) == reporting {
@@ -451,52 +500,57 @@ impl<'a> Cascade<'a> {
                     .get(node)
                     .and_then(|e| e.record.containers.get(container))
                 {
-                    out.push((node.as_str(), container.as_str(), entry));
+                    f(node, self.container(container), entry.failure_since_ns);
                 }
             }
         }
-        if let (Some((node, record)), Some(names)) = (&self.node, self.node_models.get(model)) {
-            for name in names {
-                if let Some(entry) = record.containers.get(name) {
-                    out.push((node, name.as_str(), entry));
-                }
+        if let Some(node) = &self.node
+            && let Some(&(start, end)) = node.by_model.get(model)
+        {
+            for slot in &node.slots[start..end] {
+                f(node.node, slot.state, slot.failure_since_ns);
             }
         }
-        out
     }
 
     /// STATE-MACHINES §2, with information failures and their grace period.
     fn evaluate_model(&self, model: &str) -> ModelOutcome {
         let config = &self.s.config;
         let grace = duration_ns(config.info_failure_grace);
-        let reporting = self.node.as_ref().map(|(n, _)| *n);
-        let entries = self.model_containers(model);
-        if entries.is_empty() {
-            return if !self.s.topology.is_model_referenced(model) && self.model(model).is_some() {
-                ModelOutcome::Remove
-            } else {
-                ModelOutcome::Keep
-            };
-        }
-        let mut known = Vec::with_capacity(entries.len());
+        let reporting = self.node.as_ref().map(|n| n.node);
+        let timeout = config.node_timeout.map(duration_ns);
+        let mut any = false;
+        let mut known = ContainerSet::default();
         let mut failure: Option<i64> = None;
-        for (node, container, entry) in entries {
-            let mut since = entry.failure_since_ns;
-            if let Some(timeout) = config.node_timeout
+        self.for_each_container(model, |node, state, failure_since| {
+            any = true;
+            let mut since = failure_since;
+            if let Some(timeout) = timeout
                 && Some(node) != reporting
                 && let Some(seen) = self.s.nodes.get(node).and_then(|e| e.last_seen_ns)
             {
-                let silent = seen.saturating_add(duration_ns(timeout));
+                let silent = seen.saturating_add(timeout);
                 if self.now >= silent {
                     since = Some(since.map_or(silent, |s| s.min(silent)));
                 }
             }
             match since {
                 Some(t) => failure = Some(failure.map_or(t, |f| f.min(t))),
-                None => known.extend(self.container(container)),
+                None => {
+                    if let Some(state) = state {
+                        known.add(state);
+                    }
+                }
             }
+        });
+        if !any {
+            return if !self.s.topology.is_model_referenced(model) && self.model(model).is_some() {
+                ModelOutcome::Remove
+            } else {
+                ModelOutcome::Keep
+            };
         }
-        let derived = model_state(&known);
+        let derived = known.model_state();
         match failure {
             Some(since) if self.now >= since.saturating_add(grace) => {
                 ModelOutcome::Set(ModelState::Dead, Reason::InformationFailure)
@@ -511,7 +565,7 @@ impl<'a> Cascade<'a> {
         }
     }
 
-    fn evaluate_models<'m>(&mut self, models: impl IntoIterator<Item = &'m String>) {
+    fn evaluate_models(&mut self, models: impl IntoIterator<Item = &'a str>) {
         let mut packages = BTreeSet::new();
         for model in models {
             let (state, reason) = match self.evaluate_model(model) {
@@ -520,20 +574,19 @@ impl<'a> Cascade<'a> {
                 ModelOutcome::Remove => (None, Reason::Withdrawn),
             };
             if self.set_model(model, state, reason) {
-                packages.extend(self.s.topology.packages_of(model).cloned());
+                packages.extend(self.s.topology.packages_of(model).map(String::as_str));
             }
         }
-        self.evaluate_packages(&packages);
+        self.evaluate_packages(packages);
     }
 
-    fn evaluate_packages(&mut self, packages: &BTreeSet<String>) {
+    fn evaluate_packages(&mut self, packages: impl IntoIterator<Item = &'a str>) {
+        let topology = &self.s.topology;
         for package in packages {
-            if self.s.topology.package(package).is_none() {
+            if topology.package(package).is_none() {
                 continue;
             }
-            let models: Vec<ModelState> = self
-                .s
-                .topology
+            let models: Vec<ModelState> = topology
                 .models_of(package)
                 .map(|m| self.model(m.as_str()).unwrap_or(ModelState::Created))
                 .collect();
@@ -546,7 +599,7 @@ fn reject(code: ErrorCode, message: impl Into<String>, details: impl Into<String
     Plan::rejected(Rejection::new(code, message, details))
 }
 
-fn plan_request(s: &Snapshot, request: &StateChangeRequest, now: i64) -> Plan {
+fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest, now: i64) -> Plan {
     // WIRE-PROTOCOL: the shape of the request is checked before the record.
     let kind = match request.kind {
         RequestKind::Unspecified => {
@@ -680,8 +733,7 @@ fn plan_request(s: &Snapshot, request: &StateChangeRequest, now: i64) -> Plan {
                 return undocumented(kind, name, from, target, allowed_next(MODEL_EDGES, f));
             }
             cascade.set_model(name, Some(t), Reason::Requested);
-            let packages = s.topology.packages_of(name).cloned().collect();
-            cascade.evaluate_packages(&packages);
+            cascade.evaluate_packages(s.topology.packages_of(name).map(String::as_str));
             String::new()
         }
         (AnyState::Package(f), AnyState::Package(t)) => {
@@ -727,7 +779,7 @@ fn undocumented(
     )
 }
 
-fn plan_report(s: &Snapshot, report: &NodeReport, now: i64) -> Plan {
+fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
     let node = report.node.as_str();
     if let Err(e) = validate(node) {
         return reject(
@@ -737,7 +789,8 @@ fn plan_report(s: &Snapshot, report: &NodeReport, now: i64) -> Plan {
         );
     }
     let mapping = &s.config.model_mapping;
-    let mut present: HashSet<&str> = HashSet::with_capacity(report.containers.len());
+    let mut present: FastSet<&str> = FastSet::default();
+    present.reserve(report.containers.len());
     let mut entries = Vec::with_capacity(report.containers.len());
     for (i, c) in report.containers.iter().enumerate() {
         let Some(raw) = c.names.first() else {
@@ -778,14 +831,27 @@ fn plan_report(s: &Snapshot, report: &NodeReport, now: i64) -> Plan {
     let prev = s.nodes.get(node);
     let prev_record = prev.map(|e| &e.record).filter(|r| !r.containers.is_empty());
     let mut cascade = Cascade::new(s, now);
-    let mut record = NodeRecord::default();
-    let mut affected: BTreeSet<String> = BTreeSet::new();
+    // The new record, borrowed.
+    let mut record: Vec<Slot<'a>> = Vec::with_capacity(entries.len());
+    // Affected models in first-seen order, deduplicated.
+    let mut affected: Vec<&'a str> = Vec::new();
+    let mut affected_index: FastMap<&'a str, usize> = FastMap::default();
+    let mut affect = |model: &'a str| {
+        affected_index.entry(model).or_insert_with(|| {
+            affected.push(model);
+            affected.len() - 1
+        });
+    };
+    // Entries equal to the stored record's; the record is rewritten only
+    // when something differs (W3: quiet reports write nothing).
+    let mut same = 0usize;
+    let mut changed = false;
     for (name, state, model) in entries {
         let prev_entry = prev_record.and_then(|r| r.containers.get(name));
         if let Some(prev_entry) = prev_entry
             && Some(prev_entry.model.as_str()) != model
         {
-            affected.insert(prev_entry.model.clone());
+            affect(prev_entry.model.as_str());
         }
         let Some(model) = model else {
             cascade.effects.push(Effect::UnmappedContainer {
@@ -793,62 +859,80 @@ fn plan_report(s: &Snapshot, report: &NodeReport, now: i64) -> Plan {
                 container: name.to_owned(),
             });
             cascade.set_container(name, None, Reason::Unmapped);
+            changed |= prev_entry.is_some();
             continue;
         };
         // STATE-MACHINES §2: Unknown is an information failure; keep its start.
         let failure_since_ns = (state == ContainerState::Unknown)
             .then(|| prev_entry.and_then(|e| e.failure_since_ns).unwrap_or(now));
-        record.containers.insert(
-            name.to_owned(),
-            NodeContainer {
-                model: model.to_owned(),
-                missing: false,
-                failure_since_ns,
-            },
-        );
-        cascade.set_container(name, Some(state), Reason::Derived);
-        if !affected.contains(model) {
-            affected.insert(model.to_owned());
+        match prev_entry {
+            Some(p) if p.model == model && !p.missing && p.failure_since_ns == failure_since_ns => {
+                same += 1
+            }
+            _ => changed = true,
         }
+        record.push(Slot {
+            model,
+            container: name,
+            state: Some(state),
+            failure_since_ns,
+        });
+        cascade.set_container(name, Some(state), Reason::Derived);
+        affect(model);
     }
     if let Some(prev_record) = prev_record {
-        for (name, entry) in &prev_record.containers {
-            if present.contains(name.as_str()) {
-                continue;
-            }
-            affected.insert(entry.model.clone());
+        // Sorted, so a plan does not depend on the hash order.
+        let mut gone: Vec<(&'a String, &'a NodeContainer)> = prev_record
+            .containers
+            .iter()
+            .filter(|(name, _)| !present.contains(name.as_str()))
+            .collect();
+        gone.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (name, entry) in gone {
+            affect(entry.model.as_str());
             cascade.set_container(name, None, Reason::Vanished);
             // Vanishing is a failure only while a definition references the model.
             if s.topology.is_model_referenced(&entry.model) {
-                record.containers.insert(
-                    name.clone(),
-                    NodeContainer {
-                        model: entry.model.clone(),
-                        missing: true,
-                        failure_since_ns: Some(entry.failure_since_ns.unwrap_or(now)),
-                    },
-                );
+                let since = entry.failure_since_ns.unwrap_or(now);
+                if entry.missing && entry.failure_since_ns == Some(since) {
+                    same += 1;
+                }
+                record.push(Slot {
+                    model: entry.model.as_str(),
+                    container: name,
+                    state: None,
+                    failure_since_ns: Some(since),
+                });
             }
         }
     }
-
-    for (name, entry) in &record.containers {
-        cascade
-            .node_models
-            .entry(entry.model.clone())
-            .or_default()
-            .push(name.clone());
-    }
-    let changed =
-        prev_record != Some(&record) && !(prev_record.is_none() && record.containers.is_empty());
-    let node_change = changed.then(|| NodeChange {
+    let unchanged =
+        !changed && same == prev_record.map_or(0, |r| r.containers.len()) && same == record.len();
+    let node_change = (!unchanged).then(|| NodeChange {
         node: node.to_owned(),
         old: prev_record.cloned(),
-        new: (!record.containers.is_empty()).then(|| record.clone()),
+        new: (!record.is_empty()).then(|| NodeRecord {
+            containers: record
+                .iter()
+                .map(|slot| {
+                    let entry = NodeContainer {
+                        model: slot.model.to_owned(),
+                        missing: slot.state.is_none(),
+                        failure_since_ns: slot.failure_since_ns,
+                    };
+                    (slot.container.to_owned(), entry)
+                })
+                .collect(),
+        }),
         old_revision: prev.map_or(0, |e| e.revision),
     });
-    cascade.node = Some((node, record));
-    cascade.evaluate_models(&affected);
+    let (slots, by_model) = group_by_model(record, &affected_index, affected.len());
+    cascade.node = Some(NodeSlots {
+        node,
+        slots,
+        by_model,
+    });
+    cascade.evaluate_models(affected);
     let message = format!(
         "node '{node}': {} containers, {} state changes",
         report.containers.len(),
@@ -862,14 +946,14 @@ fn plan_report(s: &Snapshot, report: &NodeReport, now: i64) -> Plan {
 }
 
 fn plan_tick(s: &Snapshot, now: i64) -> Plan {
-    let mut models: BTreeSet<String> = BTreeSet::new();
+    let mut models: BTreeSet<&str> = BTreeSet::new();
     for (node, containers) in &s.failing {
         if let Some(entry) = s.nodes.get(node) {
             models.extend(
                 containers
                     .iter()
                     .filter_map(|c| entry.record.containers.get(c))
-                    .map(|c| c.model.clone()),
+                    .map(|c| c.model.as_str()),
             );
         }
     }
@@ -880,21 +964,22 @@ fn plan_tick(s: &Snapshot, now: i64) -> Plan {
                 .last_seen_ns
                 .is_some_and(|seen| now >= seen.saturating_add(timeout))
             {
-                models.extend(entry.record.containers.values().map(|c| c.model.clone()));
+                models.extend(entry.record.containers.values().map(|c| c.model.as_str()));
             }
         }
     }
+    let count = models.len();
     let mut cascade = Cascade::new(s, now);
-    cascade.evaluate_models(&models);
-    let message = format!("tick: {} models re-evaluated", models.len());
+    cascade.evaluate_models(models);
+    let message = format!("tick: {count} models re-evaluated");
     cascade.finish(message, Vec::new(), None)
 }
 
-fn plan_reevaluate(s: &Snapshot, affected: &Affected, now: i64) -> Plan {
+fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Plan {
     let mut cascade = Cascade::new(s, now);
     // ETCD-CONTRACT: a new Scenario/ definition without a state key starts Idle.
     for scenario in &affected.scenarios {
-        if s.topology.scenario(scenario).is_some() && s.scenarios.get(scenario).is_none() {
+        if s.topology.scenario(scenario).is_some() && !s.scenarios.contains_key(scenario) {
             cascade.push(
                 ResourceKind::Scenario,
                 scenario,
@@ -909,7 +994,7 @@ fn plan_reevaluate(s: &Snapshot, affected: &Affected, now: i64) -> Plan {
     let mut evaluate = Vec::new();
     for model in &affected.models {
         if s.topology.is_model_referenced(model) {
-            evaluate.push(model.clone());
+            evaluate.push(model.as_str());
             continue;
         }
         for (node, container) in s.model_index.get(model).into_iter().flatten() {
@@ -924,9 +1009,9 @@ fn plan_reevaluate(s: &Snapshot, affected: &Affected, now: i64) -> Plan {
         }
         cascade.set_model(model, None, Reason::Withdrawn);
     }
-    cascade.evaluate_models(&evaluate);
+    cascade.evaluate_models(evaluate);
     // A new Package/ definition is evaluated (Idle while its models are Created).
-    cascade.evaluate_packages(&affected.packages);
+    cascade.evaluate_packages(affected.packages.iter().map(String::as_str));
     let mut nodes: Vec<NodeChange> = node_records
         .into_iter()
         .map(|(node, record)| {

@@ -3,9 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::name::ResourceKind;
+
+/// Container name -> what is known of it (hashed: planning looks up every
+/// reported container; stored sorted by name).
+pub type NodeContainers =
+    std::collections::HashMap<String, NodeContainer, foldhash::fast::RandomState>;
 
 /// What the StateManager remembers of a node's last full report
 /// (`/statemanager/nodes/{node}`): its containers, their models and their
@@ -14,7 +19,20 @@ use crate::name::ResourceKind;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Container name -> what is known of it.
-    pub containers: BTreeMap<String, NodeContainer>,
+    #[serde(serialize_with = "sorted", deserialize_with = "unsorted")]
+    pub containers: NodeContainers,
+}
+
+fn sorted<S: Serializer>(map: &NodeContainers, serializer: S) -> Result<S::Ok, S::Error> {
+    map.iter().collect::<BTreeMap<_, _>>().serialize(serializer)
+}
+
+fn unsorted<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NodeContainers, D::Error> {
+    Ok(
+        BTreeMap::<String, NodeContainer>::deserialize(deserializer)?
+            .into_iter()
+            .collect(),
+    )
 }
 
 /// One container of a node record.
@@ -123,6 +141,14 @@ mod tests {
     fn records_roundtrip_and_stay_compact() {
         let mut record = NodeRecord::default();
         record.containers.insert(
+            "c0".into(),
+            NodeContainer {
+                model: "m".into(),
+                missing: true,
+                failure_since_ns: Some(7),
+            },
+        );
+        record.containers.insert(
             "c1".into(),
             NodeContainer {
                 model: "m".into(),
@@ -131,7 +157,11 @@ mod tests {
             },
         );
         let bytes = record.encode();
-        assert_eq!(bytes, br#"{"containers":{"c1":{"model":"m"}}}"#);
+        assert_eq!(
+            String::from_utf8(bytes.clone()).unwrap(),
+            r#"{"containers":{"c0":{"model":"m","missing":true,"failure_since_ns":7},"c1":{"model":"m"}}}"#,
+            "sorted by name, defaults omitted"
+        );
         assert_eq!(NodeRecord::decode(&bytes).unwrap(), record);
         assert!(NodeRecord::decode(b"{not json").is_err());
 

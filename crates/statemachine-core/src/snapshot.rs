@@ -7,7 +7,9 @@
 //! commit fails. Revisions are opaque here: they only travel from the store to
 //! the guards of a commit.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use crate::fastmap::FastMap;
 
 use crate::config::CoreConfig;
 use crate::definition::{DefinitionError, DefinitionKind, parse_definition};
@@ -52,15 +54,15 @@ pub struct NodeEntry {
 pub struct Snapshot {
     pub(crate) config: CoreConfig,
     pub(crate) topology: Topology,
-    pub(crate) containers: HashMap<String, Versioned<ContainerState>>,
-    pub(crate) models: HashMap<String, Versioned<ModelState>>,
-    pub(crate) packages: HashMap<String, Versioned<PackageState>>,
-    pub(crate) scenarios: HashMap<String, Versioned<ScenarioState>>,
-    pub(crate) nodes: HashMap<String, NodeEntry>,
+    pub(crate) containers: FastMap<String, Versioned<ContainerState>>,
+    pub(crate) models: FastMap<String, Versioned<ModelState>>,
+    pub(crate) packages: FastMap<String, Versioned<PackageState>>,
+    pub(crate) scenarios: FastMap<String, Versioned<ScenarioState>>,
+    pub(crate) nodes: FastMap<String, NodeEntry>,
     /// model -> (node, container), from the node records.
-    pub(crate) model_index: HashMap<String, BTreeSet<(String, String)>>,
+    pub(crate) model_index: FastMap<String, BTreeSet<(String, String)>>,
     /// node -> containers with an information failure.
-    pub(crate) failing: HashMap<String, BTreeSet<String>>,
+    pub(crate) failing: FastMap<String, BTreeSet<String>>,
 }
 
 impl Snapshot {
@@ -262,7 +264,7 @@ impl Snapshot {
     }
 
     fn set_revision(&mut self, kind: ResourceKind, name: &str, revision: Revision) {
-        fn bump<S>(map: &mut HashMap<String, Versioned<S>>, name: &str, revision: Revision) {
+        fn bump<S>(map: &mut FastMap<String, Versioned<S>>, name: &str, revision: Revision) {
             if let Some(v) = map.get_mut(name)
                 && v.revision == PENDING_REVISION
             {
@@ -343,7 +345,7 @@ impl Snapshot {
     }
 }
 
-fn insert<S>(map: &mut HashMap<String, Versioned<S>>, name: &str, state: S, revision: Revision) {
+fn insert<S>(map: &mut FastMap<String, Versioned<S>>, name: &str, state: S, revision: Revision) {
     match map.get_mut(name) {
         Some(v) => *v = Versioned { state, revision },
         None => {
@@ -353,7 +355,7 @@ fn insert<S>(map: &mut HashMap<String, Versioned<S>>, name: &str, state: S, revi
 }
 
 fn collect<S: Copy>(
-    map: &HashMap<String, Versioned<S>>,
+    map: &FastMap<String, Versioned<S>>,
     wrap: fn(S) -> AnyState,
 ) -> Vec<(&str, AnyState)> {
     map.iter()

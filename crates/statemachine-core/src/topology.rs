@@ -2,7 +2,9 @@
 //! which scenario drives a package, and which model a container belongs to.
 //! Built from the parsed definitions and updated one definition at a time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::fastmap::FastMap;
 
 use crate::definition::{Definition, DefinitionKind, ModelDef, PackageDef, ScenarioDef};
 use crate::name::{ResourceName, validate};
@@ -34,10 +36,10 @@ pub struct Topology {
     scenarios: BTreeMap<String, ScenarioDef>,
     packages: BTreeMap<String, PackageDef>,
     models: BTreeMap<String, ModelDef>,
-    model_packages: HashMap<String, BTreeSet<String>>,
-    package_scenarios: HashMap<String, BTreeSet<String>>,
+    model_packages: FastMap<String, BTreeSet<String>>,
+    package_scenarios: FastMap<String, BTreeSet<String>>,
     /// `{model}-{container}` (podman's pod container names) -> model.
-    container_models: HashMap<String, String>,
+    container_models: FastMap<String, String>,
 }
 
 /// What a definition change touches, for re-evaluation.
@@ -278,7 +280,7 @@ impl Topology {
     }
 }
 
-fn remove_link(index: &mut HashMap<String, BTreeSet<String>>, from: &str, to: &str) {
+fn remove_link(index: &mut FastMap<String, BTreeSet<String>>, from: &str, to: &str) {
     if let Some(set) = index.get_mut(from) {
         set.remove(to);
         if set.is_empty() {
