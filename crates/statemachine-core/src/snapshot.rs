@@ -14,7 +14,7 @@ use crate::fastmap::FastMap;
 use crate::config::CoreConfig;
 use crate::definition::{DefinitionError, DefinitionKind, parse_definition};
 use crate::name::ResourceKind;
-use crate::plan::Plan;
+use crate::plan::{Change, NodeChange, Plan};
 use crate::record::NodeRecord;
 use crate::state::{
     AnyState, ContainerState, ModelState, PackageState, ParseStateError, ScenarioState,
@@ -249,17 +249,28 @@ impl Snapshot {
     /// Records the revision a committed plan's writes got.
     pub fn committed(&mut self, plan: &Plan, revision: Revision) {
         for change in &plan.changes {
-            if change.new.is_some() {
-                self.set_revision(change.kind, &change.name, revision);
-            }
+            self.committed_change(change, revision);
         }
         for node in &plan.nodes {
-            if node.new.is_some()
-                && let Some(entry) = self.nodes.get_mut(&node.node)
-                && entry.revision == PENDING_REVISION
-            {
-                entry.revision = revision;
-            }
+            self.committed_node(node, revision);
+        }
+    }
+
+    /// Records the revision one committed state write got (a plan too large
+    /// for one transaction is committed in parts).
+    pub fn committed_change(&mut self, change: &Change, revision: Revision) {
+        if change.new.is_some() {
+            self.set_revision(change.kind, &change.name, revision);
+        }
+    }
+
+    /// Records the revision one committed node record write got.
+    pub fn committed_node(&mut self, node: &NodeChange, revision: Revision) {
+        if node.new.is_some()
+            && let Some(entry) = self.nodes.get_mut(&node.node)
+            && entry.revision == PENDING_REVISION
+        {
+            entry.revision = revision;
         }
     }
 

@@ -1,0 +1,223 @@
+//! The engine's public handle: typed inputs and answers. The gRPC layer only
+//! converts protobuf to these types and calls the handle.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use statemachine_core::record::HistoryEntry;
+use statemachine_core::{ErrorCode, NodeReport, ResourceKind, StateChangeRequest};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::events::{Event, EventFilter, Subscription};
+use crate::ports::{ActionError, ActionPort, OffloadAnswer, OffloadRequest};
+use crate::query::HistoryReader;
+
+/// The answer to a state change request (`StateChangeResponse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeAnswer {
+    /// SUCCESS means the transition is durably in the store.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+    /// Why, or what would be accepted.
+    pub details: String,
+    /// The request's transition id (generated when it had none).
+    pub transition_id: String,
+    /// When it was decided (ns since the epoch).
+    pub timestamp_ns: i64,
+}
+
+/// The answer to a node's container report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportAnswer {
+    /// SUCCESS when the report was applied (or superseded by a newer one of
+    /// the same node); INVALID_REQUEST, RESOURCE_UNAVAILABLE, ... otherwise.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+/// The state of one resource, as queries answer it (`ResourceState`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceView {
+    /// The kind.
+    pub kind: ResourceKind,
+    /// The name.
+    pub name: String,
+    /// The canonical state name.
+    pub state: String,
+    /// When it last changed, when known since start-up (ns).
+    pub last_transition_ns: Option<i64>,
+    /// The store revision of its state key (0: no key, the default state).
+    pub generation: i64,
+    /// Facts from the definitions: `scenario`, `package(s)`, `target`, `node`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A history query (`ResourceStateHistoryRequest`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HistoryQuery {
+    /// Entries at or after this time (ns); 0: unbounded.
+    pub start_ns: i64,
+    /// Entries at or before this time (ns); 0: unbounded.
+    pub end_ns: i64,
+    /// At most this many (the newest), oldest first; 0: the default (100).
+    pub limit: usize,
+}
+
+/// Why the engine could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The engine has stopped.
+    #[error("the state manager engine has stopped")]
+    Stopped,
+    /// No answer within the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The store is unavailable.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The request is malformed.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// The resource is known nowhere.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl EngineError {
+    /// The wire error code for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::Stopped => ErrorCode::ResourceUnavailable,
+            EngineError::Timeout(_) => ErrorCode::Timeout,
+            EngineError::Unavailable(_) => ErrorCode::ResourceUnavailable,
+            EngineError::Invalid(_) => ErrorCode::InvalidRequest,
+            EngineError::NotFound(_) => ErrorCode::ResourceNotFound,
+        }
+    }
+}
+
+/// Commands the owner task processes.
+pub(crate) enum Command {
+    Change(StateChangeRequest, oneshot::Sender<ChangeAnswer>),
+    Report(NodeReport, oneshot::Sender<ReportAnswer>),
+    Get(ResourceKind, String, oneshot::Sender<Option<ResourceView>>),
+    List(
+        ResourceKind,
+        Option<String>,
+        usize,
+        oneshot::Sender<(Vec<ResourceView>, usize)>,
+    ),
+    PackageState(String, oneshot::Sender<Option<String>>),
+}
+
+/// A cheap, cloneable handle to a running engine.
+#[derive(Clone)]
+pub struct EngineHandle {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) events: broadcast::Sender<Arc<Event>>,
+    pub(crate) history: Arc<HistoryReader>,
+    pub(crate) action: Arc<dyn ActionPort>,
+    pub(crate) answer_timeout: Duration,
+}
+
+impl EngineHandle {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        let deadline = self.answer_timeout;
+        let asked = async {
+            self.commands
+                .send(make(tx))
+                .await
+                .map_err(|_| EngineError::Stopped)?;
+            rx.await.map_err(|_| EngineError::Stopped)
+        };
+        tokio::time::timeout(deadline, asked)
+            .await
+            .map_err(|_| EngineError::Timeout(deadline))?
+    }
+
+    /// Validates and applies a requested state change; answers after the
+    /// commit (SUCCESS means durable) or with the rejection.
+    pub async fn change_state(&self, request: StateChangeRequest) -> ChangeAnswer {
+        let transition_id = request.transition_id.clone();
+        match self.ask(|tx| Command::Change(request, tx)).await {
+            Ok(answer) => answer,
+            Err(error) => ChangeAnswer {
+                code: error.code(),
+                message: error.to_string(),
+                details: String::new(),
+                transition_id,
+                timestamp_ns: 0,
+            },
+        }
+    }
+
+    /// Applies a node's full container report; answers after the commit.
+    pub async fn report_containers(&self, report: NodeReport) -> ReportAnswer {
+        match self.ask(|tx| Command::Report(report, tx)).await {
+            Ok(answer) => answer,
+            Err(error) => ReportAnswer {
+                code: error.code(),
+                message: error.to_string(),
+            },
+        }
+    }
+
+    /// The state of one resource: the recorded one, or the default state of a
+    /// defined resource (scenario: Idle, package: Idle, model: Created).
+    /// `Ok(None)` when the name is known nowhere.
+    pub async fn get_state(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<Option<ResourceView>, EngineError> {
+        let name = name.to_owned();
+        self.ask(|tx| Command::Get(kind, name, tx)).await
+    }
+
+    /// The resources of a kind, optionally only those in `state` (any
+    /// spelling), sorted by name; at most `limit` (0: all) and the total count.
+    pub async fn list(
+        &self,
+        kind: ResourceKind,
+        state: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ResourceView>, usize), EngineError> {
+        let state = state.map(str::to_owned);
+        self.ask(|tx| Command::List(kind, state, limit, tx)).await
+    }
+
+    /// A resource's transition history, oldest first.
+    pub async fn history(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        query: HistoryQuery,
+    ) -> Result<Vec<HistoryEntry>, EngineError> {
+        self.history.read(kind, name, query).await
+    }
+
+    /// Subscribes to committed transitions and recovery events. The
+    /// subscription is registered when this returns: every event committed
+    /// afterwards is delivered (or reported as lagged).
+    pub fn subscribe(&self, filter: EventFilter) -> Subscription {
+        Subscription::new(self.events.subscribe(), filter)
+    }
+
+    /// Forwards an offload request to the ActionController.
+    pub async fn offload(&self, request: OffloadRequest) -> Result<OffloadAnswer, ActionError> {
+        self.action.offload(request).await
+    }
+
+    /// The current state of a package from the cache (used by the outbox).
+    pub(crate) async fn package_state(&self, package: &str) -> Result<Option<String>, EngineError> {
+        let package = package.to_owned();
+        self.ask(|tx| Command::PackageState(package, tx)).await
+    }
+}

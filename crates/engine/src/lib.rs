@@ -1,0 +1,156 @@
+//! The StateManager service, on any [`state_store::StateStore`].
+//!
+//! One owner task holds the cache (a `statemachine_core::Snapshot`) and
+//! processes inputs: it plans each with the pure core, commits the plans'
+//! writes with their history entries and outbox records in guarded
+//! transactions — inputs that arrive while a commit is in flight are
+//! committed together in the next one (group commit) — and answers each
+//! caller only after its commit. An outbox worker delivers reconcile
+//! requests to the ActionController. Events of committed transitions are
+//! broadcast to subscribers.
+//!
+//! ```no_run
+//! # async fn demo(action: std::sync::Arc<dyn engine::ActionPort>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let store = Arc::new(state_store::MemoryStore::default());
+//! let engine = engine::Engine::start(store, action, engine::EngineConfig::default()).await?;
+//! let handle = engine.handle();
+//! # Ok(()) }
+//! ```
+
+mod api;
+mod config;
+mod events;
+mod metrics;
+mod outbox;
+mod owner;
+mod ports;
+mod query;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use state_store::{StateStore, StoreError};
+use statemachine_core::keys::Bookkeeping;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use api::{ChangeAnswer, EngineError, EngineHandle, HistoryQuery, ReportAnswer, ResourceView};
+pub use config::EngineConfig;
+pub use events::{Delivery, Event, EventFilter, EventKind, Severity, Subscription};
+pub use metrics::{BATCH_SIZE_BUCKETS, Histogram, LATENCY_BUCKETS_US, Metrics};
+pub use ports::{
+    ActionError, ActionPort, Clock, OffloadAnswer, OffloadRequest, ReconcileRequest, SystemClock,
+};
+#[cfg(any(test, feature = "mock"))]
+pub use ports::{MockActionPort, MockClock};
+pub use query::DEFAULT_HISTORY_LIMIT;
+
+/// A running engine: its handle and its tasks.
+pub struct Engine {
+    handle: EngineHandle,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts an engine with the system clock: loads the cache from the
+    /// store, starts the watches, redelivers pending outbox records.
+    pub async fn start(
+        store: Arc<dyn StateStore>,
+        action: Arc<dyn ActionPort>,
+        config: EngineConfig,
+    ) -> Result<Engine, StoreError> {
+        Self::start_with_clock(store, action, Arc::new(SystemClock::default()), config).await
+    }
+
+    /// Starts an engine with the given clock.
+    pub async fn start_with_clock(
+        store: Arc<dyn StateStore>,
+        action: Arc<dyn ActionPort>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+    ) -> Result<Engine, StoreError> {
+        let metrics = Arc::new(Metrics::default());
+        let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
+        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let keys = Bookkeeping::new(&config.bookkeeping_prefix);
+        let answer_timeout = answer_deadline(&config);
+        let handle = EngineHandle {
+            commands: commands_tx,
+            events: events_tx.clone(),
+            history: Arc::new(query::HistoryReader {
+                store: store.clone(),
+                keys,
+                timeout: config.commit_timeout,
+            }),
+            action: action.clone(),
+            answer_timeout,
+        };
+        let io = owner::OwnerIo {
+            commands: commands_rx,
+            events: events_tx.clone(),
+            outbox: outbox_tx,
+            shutdown: shutdown_rx.clone(),
+        };
+        let mut owner = owner::Owner::new(
+            store.clone(),
+            clock.clone(),
+            config.clone(),
+            metrics.clone(),
+            io,
+        );
+        let (pending, watches) = owner.load().await?;
+        let worker = outbox::OutboxWorker {
+            store,
+            action,
+            handle: handle.clone(),
+            events: events_tx,
+            metrics: metrics.clone(),
+            clock,
+            policy: config.recovery.clone(),
+            recovery_check_after: config.recovery_check_after,
+            store_timeout: config.commit_timeout,
+            incoming: outbox_rx,
+            shutdown: shutdown_rx,
+        };
+        let tasks = vec![
+            tokio::spawn(owner.run(watches)),
+            tokio::spawn(worker.run(pending)),
+        ];
+        Ok(Engine {
+            handle,
+            metrics,
+            shutdown: shutdown_tx,
+            tasks,
+        })
+    }
+
+    /// A handle for callers (cheap to clone).
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// The engine's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Stops the engine: the owner finishes the commit in flight, the outbox
+    /// worker leaves pending records in the store; waits for both tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// How long a caller waits for an answer: a commit with its guard retries,
+/// plus the time queued behind a full batch.
+fn answer_deadline(config: &EngineConfig) -> Duration {
+    config.commit_timeout * (config.max_guard_retries + 2)
+}

@@ -1,0 +1,124 @@
+//! Counters and histograms the daemon exposes (Prometheus). Plain atomics:
+//! the engine never waits on metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Upper bounds (inclusive) of the commit batch size histogram.
+pub const BATCH_SIZE_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+/// Upper bounds of the commit latency histogram, in microseconds.
+pub const LATENCY_BUCKETS_US: [u64; 12] = [
+    250, 500, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 512_000, 2_048_000,
+];
+
+/// A histogram with fixed buckets.
+#[derive(Debug)]
+pub struct Histogram<const N: usize> {
+    bounds: [u64; N],
+    counts: [AtomicU64; N],
+    overflow: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl<const N: usize> Histogram<N> {
+    fn new(bounds: [u64; N]) -> Self {
+        Self {
+            bounds,
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            overflow: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, value: u64) {
+        self.sum.fetch_add(value, Ordering::Relaxed);
+        match self.bounds.iter().position(|b| value <= *b) {
+            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            None => self.overflow.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+
+    /// `(upper bound, cumulative count)` per bucket, then the total count and the sum.
+    pub fn snapshot(&self) -> (Vec<(u64, u64)>, u64, u64) {
+        let mut cumulative = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .zip(&self.counts)
+            .map(|(b, c)| {
+                cumulative += c.load(Ordering::Relaxed);
+                (*b, cumulative)
+            })
+            .collect();
+        let total = cumulative + self.overflow.load(Ordering::Relaxed);
+        (buckets, total, self.sum.load(Ordering::Relaxed))
+    }
+}
+
+/// Everything the engine counts.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Committed transitions by resource kind (container, model, package, scenario).
+    pub transitions: [AtomicU64; 4],
+    /// Rejected requests and reports.
+    pub rejected: AtomicU64,
+    /// Inputs answered "unavailable" (store down, commit failed).
+    pub unavailable: AtomicU64,
+    /// Store transactions committed.
+    pub commits: AtomicU64,
+    /// Guard failures (another writer changed a key) that caused a re-plan.
+    pub guard_conflicts: AtomicU64,
+    /// Inputs per commit.
+    pub batch_size: Histogram<9>,
+    /// Commit latency in microseconds.
+    pub commit_latency_us: Histogram<12>,
+    /// Reconcile delivery attempts.
+    pub reconcile_attempts: AtomicU64,
+    /// Reconcile deliveries that failed.
+    pub reconcile_failures: AtomicU64,
+    /// Reconcile requests delivered.
+    pub reconciles_delivered: AtomicU64,
+    /// Reconcile records waiting in the outbox.
+    pub outbox_depth: AtomicU64,
+    /// Escalations (retries exhausted, recovery failed).
+    pub escalations: AtomicU64,
+    /// Packages that entered a reconcile state with no scenario targeting them.
+    pub no_scenario: AtomicU64,
+    /// Derived transitions along edges the diagrams do not document.
+    pub undocumented_edges: AtomicU64,
+    /// Reported containers that map to no model.
+    pub unmapped_containers: AtomicU64,
+    /// Node reports superseded by a newer one of the same node before planning.
+    pub reports_coalesced: AtomicU64,
+    /// Definitions that failed to parse.
+    pub bad_definitions: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            transitions: std::array::from_fn(|_| AtomicU64::new(0)),
+            rejected: AtomicU64::new(0),
+            unavailable: AtomicU64::new(0),
+            commits: AtomicU64::new(0),
+            guard_conflicts: AtomicU64::new(0),
+            batch_size: Histogram::new(BATCH_SIZE_BUCKETS),
+            commit_latency_us: Histogram::new(LATENCY_BUCKETS_US),
+            reconcile_attempts: AtomicU64::new(0),
+            reconcile_failures: AtomicU64::new(0),
+            reconciles_delivered: AtomicU64::new(0),
+            outbox_depth: AtomicU64::new(0),
+            escalations: AtomicU64::new(0),
+            no_scenario: AtomicU64::new(0),
+            undocumented_edges: AtomicU64::new(0),
+            unmapped_containers: AtomicU64::new(0),
+            reports_coalesced: AtomicU64::new(0),
+            bad_definitions: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Increments a counter.
+pub(crate) fn inc(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}

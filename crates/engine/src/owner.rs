@@ -1,0 +1,1121 @@
+//! The owner task: the one task that holds the cache (a core `Snapshot`),
+//! plans inputs, commits them with group commit, answers callers after the
+//! commit, and keeps the cache fresh from store watches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::StreamExt;
+use futures::stream::SelectAll;
+use state_store::{
+    Batch, EventKind as StoreEventKind, StateStore, StoreError, WatchEvent, WatchStream, get_all,
+};
+use statemachine_core::definition::DefinitionKind;
+use statemachine_core::keys::{Bookkeeping, parse_state_key, state_key, state_prefix};
+use statemachine_core::record::{HistoryEntry, NodeRecord, OutboxRecord};
+use statemachine_core::{
+    Affected, AnyState, Change, Effect, ErrorCode, Input, NodeChange, NodeReport, PENDING_REVISION,
+    Plan, ResourceKind, Snapshot, StateChangeRequest, plan,
+};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::api::{ChangeAnswer, Command, ReportAnswer, ResourceView};
+use crate::config::EngineConfig;
+use crate::events::{Event, EventKind, Severity};
+use crate::metrics::{Metrics, inc};
+use crate::outbox::OutboxItem;
+use crate::ports::{Clock, ns_to_duration};
+
+/// Where a history sequence of a resource stands: entries `first..next`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HistoryMeta {
+    first: u64,
+    next: u64,
+}
+
+/// History positions by resource.
+type HistoryMetas = HashMap<(ResourceKind, String), HistoryMeta>;
+
+/// The channels the owner task talks through.
+pub(crate) struct OwnerIo {
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: broadcast::Sender<Arc<Event>>,
+    pub(crate) outbox: mpsc::UnboundedSender<OutboxItem>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+}
+
+/// One input of a batch, with whoever waits for its answer.
+enum Pending {
+    Change(StateChangeRequest, oneshot::Sender<ChangeAnswer>),
+    Report(NodeReport, oneshot::Sender<ReportAnswer>),
+    Reevaluate(Affected),
+    Tick,
+}
+
+impl Pending {
+    fn input(&self) -> Input<'_> {
+        match self {
+            Pending::Change(request, _) => Input::StateChange(request),
+            Pending::Report(report, _) => Input::NodeReport(report),
+            Pending::Reevaluate(affected) => Input::Reevaluate(affected),
+            Pending::Tick => Input::Tick,
+        }
+    }
+
+    fn source<'a>(&'a self, derived: &'a str) -> &'a str {
+        match self {
+            Pending::Change(request, _) if !request.source.is_empty() => &request.source,
+            _ => derived,
+        }
+    }
+
+    /// Answers the caller, if any. A caller that went away is ignored.
+    fn answer(
+        self,
+        code: ErrorCode,
+        message: String,
+        details: String,
+        transition_id: &str,
+        at_ns: i64,
+    ) {
+        match self {
+            Pending::Change(_, reply) => {
+                let _ = reply.send(ChangeAnswer {
+                    code,
+                    message,
+                    details,
+                    transition_id: transition_id.to_owned(),
+                    timestamp_ns: at_ns,
+                });
+            }
+            Pending::Report(_, reply) => {
+                let message = if details.is_empty() {
+                    message
+                } else {
+                    format!("{message}: {details}")
+                };
+                let _ = reply.send(ReportAnswer { code, message });
+            }
+            Pending::Reevaluate(_) | Pending::Tick => {}
+        }
+    }
+}
+
+/// The merged watch streams (kept outside `Owner`: streams are not `Sync`).
+pub(crate) type Watches =
+    SelectAll<futures::stream::BoxStream<'static, (Feed, Result<WatchEvent, StoreError>)>>;
+
+/// Which part of the cache a store key feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feed {
+    Definitions(DefinitionKind),
+    States(ResourceKind),
+    Nodes,
+}
+
+/// What a write of a transaction is, to record its revision after the commit.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Change(usize, usize),
+    Node(usize, usize),
+    Other,
+}
+
+/// One store operation with its guard.
+struct Unit {
+    guard: Option<(String, i64)>,
+    op: state_store::Op,
+    target: Target,
+}
+
+pub(crate) struct Owner {
+    pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    pub(crate) keys: Bookkeeping,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) commands: mpsc::Receiver<Command>,
+    pub(crate) events: broadcast::Sender<Arc<Event>>,
+    pub(crate) outbox: mpsc::UnboundedSender<OutboxItem>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shutdown: watch::Receiver<bool>,
+    history: HistoryMetas,
+    last_change: HashMap<(ResourceKind, String), i64>,
+    last_tick_ns: i64,
+    ids: u64,
+}
+
+/// The prefixes the cache is fed from.
+fn feeds(keys: &Bookkeeping) -> Vec<(Feed, String)> {
+    let mut feeds: Vec<(Feed, String)> = DefinitionKind::ALL
+        .iter()
+        .map(|k| (Feed::Definitions(*k), k.key_prefix().to_owned()))
+        .collect();
+    feeds.extend(
+        ResourceKind::ALL
+            .iter()
+            .map(|k| (Feed::States(*k), state_prefix(*k))),
+    );
+    feeds.push((Feed::Nodes, keys.nodes_prefix()));
+    feeds
+}
+
+impl Owner {
+    pub(crate) fn new(
+        store: Arc<dyn StateStore>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        io: OwnerIo,
+    ) -> Self {
+        let OwnerIo {
+            commands,
+            events,
+            outbox,
+            shutdown,
+        } = io;
+        let keys = Bookkeeping::new(&config.bookkeeping_prefix);
+        let snapshot = Snapshot::new(config.core.clone());
+        Self {
+            store,
+            clock,
+            config,
+            keys,
+            snapshot,
+            commands,
+            events,
+            outbox,
+            metrics,
+            shutdown,
+            history: HashMap::new(),
+            last_change: HashMap::new(),
+            last_tick_ns: 0,
+            ids: 0,
+        }
+    }
+
+    /// Loads the cache from the store, starts the watches and returns the
+    /// pending outbox records (STATE-MACHINES / ARCHITECTURE: restart is recovery).
+    pub(crate) async fn load(&mut self) -> Result<(Vec<OutboxItem>, Watches), StoreError> {
+        let start = self.store.revision().await?;
+        let now = self.clock.now_ns();
+        let mut affected = Affected::default();
+        for (feed, prefix) in feeds(&self.keys) {
+            let (kvs, _) =
+                get_all(self.store.as_ref(), &prefix, self.config.load_page_size).await?;
+            for kv in kvs {
+                affected.extend(self.feed_put(feed, &kv.key, &kv.value, kv.mod_revision));
+            }
+        }
+        // Silence is measured from the restart for nodes known before it.
+        let nodes: Vec<String> = self.snapshot.nodes().map(|(n, _)| n.clone()).collect();
+        for node in nodes {
+            self.snapshot.mark_seen(&node, now);
+        }
+        self.last_tick_ns = now;
+        let (kvs, _) = get_all(
+            self.store.as_ref(),
+            &self.keys.outbox_prefix(),
+            self.config.load_page_size,
+        )
+        .await?;
+        let mut pending = Vec::new();
+        for kv in kvs {
+            match OutboxRecord::decode(&kv.value) {
+                Ok(record) => pending.push(OutboxItem {
+                    key: kv.key,
+                    record,
+                }),
+                Err(error) => {
+                    tracing::warn!(key = %kv.key, %error, "skipping an unreadable outbox record")
+                }
+            }
+        }
+        let mut watches = Watches::new();
+        for (feed, prefix) in feeds(&self.keys) {
+            watches.push(self.watch(feed, prefix, start + 1).await?);
+        }
+        // Definitions written while the StateManager was down: initial states.
+        if !affected.is_empty() {
+            self.process(vec![Pending::Reevaluate(affected)]).await;
+        }
+        self.process(vec![Pending::Tick]).await;
+        Ok((pending, watches))
+    }
+
+    async fn watch(
+        &self,
+        feed: Feed,
+        prefix: String,
+        from: i64,
+    ) -> Result<
+        futures::stream::BoxStream<'static, (Feed, Result<WatchEvent, StoreError>)>,
+        StoreError,
+    > {
+        let stream: WatchStream = self.store.watch(&prefix, from).await?;
+        Ok(stream.map(move |item| (feed, item)).boxed())
+    }
+
+    /// Applies a key read from the store to the cache; returns what a
+    /// definition change affects.
+    fn feed_put(&mut self, feed: Feed, key: &str, value: &[u8], revision: i64) -> Affected {
+        match feed {
+            Feed::Definitions(_) => {
+                let text = String::from_utf8_lossy(value);
+                match self.snapshot.update_definition(key, Some(&text)) {
+                    Ok(affected) => affected,
+                    Err(error) => {
+                        inc(&self.metrics.bad_definitions);
+                        tracing::warn!(%key, %error, "skipping a definition that does not parse");
+                        Affected::default()
+                    }
+                }
+            }
+            Feed::States(_) => {
+                let Some((kind, name)) = parse_state_key(key) else {
+                    return Affected::default();
+                };
+                let known = self.snapshot.revision(kind, name);
+                if known == PENDING_REVISION || (known != 0 && known >= revision) {
+                    return Affected::default();
+                }
+                let text = String::from_utf8_lossy(value);
+                if let Err(error) = self.snapshot.load_state(kind, name, &text, revision) {
+                    tracing::warn!(%key, %error, "ignoring a state value that does not parse");
+                }
+                Affected::default()
+            }
+            Feed::Nodes => {
+                let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) else {
+                    return Affected::default();
+                };
+                let known = self.snapshot.node(node).map_or(0, |e| e.revision);
+                if known == PENDING_REVISION || (known != 0 && known >= revision) {
+                    return Affected::default();
+                }
+                match NodeRecord::decode(value) {
+                    Ok(record) => self.snapshot.load_node(node, record, revision),
+                    Err(error) => {
+                        tracing::warn!(%key, %error, "ignoring a node record that does not parse")
+                    }
+                }
+                Affected::default()
+            }
+        }
+    }
+
+    fn feed_delete(&mut self, feed: Feed, key: &str, revision: i64) -> Affected {
+        match feed {
+            Feed::Definitions(_) => self
+                .snapshot
+                .update_definition(key, None)
+                .unwrap_or_default(),
+            Feed::States(_) => {
+                if let Some((kind, name)) = parse_state_key(key) {
+                    let known = self.snapshot.revision(kind, name);
+                    if known != PENDING_REVISION && known < revision {
+                        self.snapshot.remove_state(kind, name);
+                    }
+                }
+                Affected::default()
+            }
+            Feed::Nodes => {
+                if let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) {
+                    let known = self.snapshot.node(node).map_or(0, |e| e.revision);
+                    if known != PENDING_REVISION && known < revision {
+                        self.snapshot.remove_node(node);
+                    }
+                }
+                Affected::default()
+            }
+        }
+    }
+
+    /// Re-lists a prefix whose watch broke (compaction) and watches it again.
+    async fn resync(&mut self, feed: Feed, watches: &mut Watches) {
+        let Some((_, prefix)) = feeds(&self.keys).into_iter().find(|(f, _)| *f == feed) else {
+            return;
+        };
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match get_all(self.store.as_ref(), &prefix, self.config.load_page_size).await {
+                Ok((kvs, revision)) => {
+                    let mut affected = Affected::default();
+                    for kv in &kvs {
+                        affected.extend(self.feed_put(feed, &kv.key, &kv.value, kv.mod_revision));
+                    }
+                    affected.extend(self.forget_missing(feed, &kvs));
+                    if !affected.is_empty() {
+                        self.process(vec![Pending::Reevaluate(affected)]).await;
+                    }
+                    if let Ok(stream) = self.watch(feed, prefix.clone(), revision + 1).await {
+                        watches.push(stream);
+                        tracing::info!(%prefix, "watch re-established after a re-list");
+                        return;
+                    }
+                }
+                Err(error) => tracing::warn!(%prefix, %error, "re-list failed; retrying"),
+            }
+            if *self.shutdown.borrow() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        }
+    }
+
+    /// After a re-list: forgets definitions that no longer exist.
+    fn forget_missing(&mut self, feed: Feed, kvs: &[state_store::KeyValue]) -> Affected {
+        let mut affected = Affected::default();
+        if let Feed::Definitions(kind) = feed {
+            let present: std::collections::HashSet<&str> =
+                kvs.iter().map(|kv| kv.key.as_str()).collect();
+            let known: Vec<String> = match kind {
+                DefinitionKind::Scenario => self
+                    .snapshot
+                    .topology()
+                    .scenarios()
+                    .map(|d| d.name.to_string())
+                    .collect(),
+                DefinitionKind::Package => self
+                    .snapshot
+                    .topology()
+                    .packages()
+                    .map(|d| d.name.to_string())
+                    .collect(),
+                DefinitionKind::Model => self
+                    .snapshot
+                    .topology()
+                    .models()
+                    .map(|d| d.name.to_string())
+                    .collect(),
+            };
+            for name in known {
+                let key = format!("{}{name}", kind.key_prefix());
+                if !present.contains(key.as_str()) {
+                    affected.extend(
+                        self.snapshot
+                            .update_definition(&key, None)
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        affected
+    }
+
+    /// The owner loop.
+    pub(crate) async fn run(mut self, mut watches: Watches) {
+        loop {
+            let deadline = self
+                .snapshot
+                .next_deadline(self.last_tick_ns)
+                .map(|at| ns_to_duration(at.saturating_sub(self.clock.now_ns())));
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                _ = self.shutdown.changed() => break,
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    let mut batch = Vec::new();
+                    self.accept(command, &mut batch);
+                    while batch.len() < self.config.max_batch_inputs {
+                        match self.commands.try_recv() {
+                            Ok(command) => self.accept(command, &mut batch),
+                            Err(_) => break,
+                        }
+                    }
+                    if !batch.is_empty() {
+                        self.process(batch).await;
+                    }
+                }
+                Some((feed, item)) = watches.next(), if !watches.is_empty() => {
+                    match item {
+                        Ok(event) => {
+                            let affected = match event.kind {
+                                StoreEventKind::Put => self.feed_put(feed, &event.kv.key, &event.kv.value, event.kv.mod_revision),
+                                StoreEventKind::Delete => self.feed_delete(feed, &event.kv.key, event.kv.mod_revision),
+                            };
+                            if !affected.is_empty() {
+                                self.process(vec![Pending::Reevaluate(affected)]).await;
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(?feed, %error, "watch broke; re-listing");
+                            self.resync(feed, &mut watches).await;
+                        }
+                    }
+                }
+                _ = sleep => {
+                    self.process(vec![Pending::Tick]).await;
+                }
+            }
+        }
+        tracing::info!("engine owner stopped");
+    }
+
+    /// Answers queries at once; queues inputs for the batch.
+    fn accept(&mut self, command: Command, batch: &mut Vec<Pending>) {
+        match command {
+            Command::Change(request, reply) => batch.push(Pending::Change(request, reply)),
+            Command::Report(report, reply) => batch.push(Pending::Report(report, reply)),
+            Command::Get(kind, name, reply) => {
+                let _ = reply.send(self.view(kind, &name));
+            }
+            Command::List(kind, state, limit, reply) => {
+                let _ = reply.send(self.list(kind, state.as_deref(), limit));
+            }
+            Command::PackageState(package, reply) => {
+                let state = self
+                    .snapshot
+                    .state(ResourceKind::Package, &package)
+                    .map(|s| s.as_str().to_owned());
+                let _ = reply.send(state);
+            }
+        }
+    }
+
+    fn view(&self, kind: ResourceKind, name: &str) -> Option<ResourceView> {
+        let topology = self.snapshot.topology();
+        let (state, generation) = match self.snapshot.state(kind, name) {
+            Some(state) => (
+                state.as_str().to_owned(),
+                self.snapshot.revision(kind, name),
+            ),
+            None => {
+                // WIRE-PROTOCOL: defaults for never-seen but known resources.
+                let default = match kind {
+                    ResourceKind::Scenario => Some("Idle"),
+                    ResourceKind::Package => topology.package(name).map(|_| "Idle"),
+                    ResourceKind::Model => topology.is_model_referenced(name).then_some("Created"),
+                    ResourceKind::Container => None,
+                };
+                (default?.to_owned(), 0)
+            }
+        };
+        let mut metadata = BTreeMap::new();
+        match kind {
+            ResourceKind::Scenario => {
+                if let Some(target) = topology.scenario(name).and_then(|d| d.target.as_ref()) {
+                    metadata.insert("target".to_owned(), target.to_string());
+                }
+            }
+            ResourceKind::Package => {
+                if let Some(scenario) = topology.scenario_of(name) {
+                    metadata.insert("scenario".to_owned(), scenario.clone());
+                }
+                let models: Vec<&str> = topology.models_of(name).map(|m| m.as_str()).collect();
+                if !models.is_empty() {
+                    metadata.insert("models".to_owned(), models.join(","));
+                }
+            }
+            ResourceKind::Model => {
+                let packages: Vec<&str> = topology.packages_of(name).map(String::as_str).collect();
+                if !packages.is_empty() {
+                    metadata.insert("packages".to_owned(), packages.join(","));
+                }
+            }
+            ResourceKind::Container => {}
+        }
+        Some(ResourceView {
+            kind,
+            name: name.to_owned(),
+            state,
+            last_transition_ns: self.last_change.get(&(kind, name.to_owned())).copied(),
+            generation: generation.max(0),
+            metadata,
+        })
+    }
+
+    fn list(
+        &self,
+        kind: ResourceKind,
+        state: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ResourceView>, usize) {
+        let wanted = state.and_then(|s| AnyState::parse(kind, s).ok());
+        if state.is_some() && wanted.is_none() {
+            return (Vec::new(), 0);
+        }
+        let mut names: Vec<String> = self
+            .snapshot
+            .states(kind)
+            .into_iter()
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        // Defined resources without a key have their default state.
+        let topology = self.snapshot.topology();
+        match kind {
+            ResourceKind::Scenario => {
+                names.extend(topology.scenarios().map(|d| d.name.to_string()))
+            }
+            ResourceKind::Package => names.extend(topology.packages().map(|d| d.name.to_string())),
+            ResourceKind::Model => names.extend(topology.models().map(|d| d.name.to_string())),
+            ResourceKind::Container => {}
+        }
+        names.sort_unstable();
+        names.dedup();
+        let mut views: Vec<ResourceView> = names
+            .iter()
+            .filter_map(|name| self.view(kind, name))
+            .filter(|v| wanted.is_none_or(|w| w.as_str() == v.state))
+            .collect();
+        let total = views.len();
+        if limit > 0 {
+            views.truncate(limit);
+        }
+        (views, total)
+    }
+
+    fn next_id(&mut self, now: i64) -> String {
+        self.ids += 1;
+        format!("sm-{now}-{}", self.ids)
+    }
+
+    /// Plans, commits and answers a batch of inputs (group commit).
+    async fn process(&mut self, inputs: Vec<Pending>) {
+        // A newer full report of a node supersedes an older one still waiting.
+        let mut latest: HashMap<String, usize> = HashMap::new();
+        for (i, input) in inputs.iter().enumerate() {
+            if let Pending::Report(report, _) = input {
+                latest.insert(report.node.clone(), i);
+            }
+        }
+        let now = self.clock.now_ns();
+        let mut queue: Vec<Pending> = Vec::with_capacity(inputs.len());
+        for (i, input) in inputs.into_iter().enumerate() {
+            match &input {
+                Pending::Report(report, _) if latest.get(&report.node) != Some(&i) => {
+                    inc(&self.metrics.reports_coalesced);
+                    let message = format!("superseded by a newer report of node '{}'", report.node);
+                    input.answer(ErrorCode::Success, message, String::new(), "", now);
+                }
+                _ => queue.push(input),
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            match self.try_commit(&mut queue).await {
+                Ok(()) => return,
+                Err(StoreError::GuardFailed { key, .. })
+                    if attempt < self.config.max_guard_retries =>
+                {
+                    attempt += 1;
+                    inc(&self.metrics.guard_conflicts);
+                    tracing::debug!(%key, attempt, "guard failed; re-reading and re-planning");
+                    if let Err(error) = self.refresh(&queue).await {
+                        self.fail_all(queue, &error);
+                        return;
+                    }
+                }
+                Err(error) => {
+                    self.fail_all(queue, &error);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn fail_all(&mut self, queue: Vec<Pending>, error: &StoreError) {
+        tracing::warn!(%error, inputs = queue.len(), "commit failed; answering unavailable");
+        let now = self.clock.now_ns();
+        for input in queue {
+            if matches!(input, Pending::Change(..) | Pending::Report(..)) {
+                inc(&self.metrics.unavailable);
+            }
+            let transition_id = match &input {
+                Pending::Change(request, _) => request.transition_id.clone(),
+                _ => String::new(),
+            };
+            input.answer(
+                ErrorCode::ResourceUnavailable,
+                "the state store is unavailable; nothing was written".to_owned(),
+                error.to_string(),
+                &transition_id,
+                now,
+            );
+        }
+    }
+
+    /// Re-reads every key the queued inputs may touch after a guard failure.
+    async fn refresh(&mut self, queue: &[Pending]) -> Result<(), StoreError> {
+        let now = self.clock.now_ns();
+        let mut keys: Vec<(Feed, String)> = Vec::new();
+        for input in queue {
+            let p = plan(&self.snapshot, input.input(), now);
+            keys.extend(
+                p.changes
+                    .iter()
+                    .map(|c| (Feed::States(c.kind), state_key(c.kind, &c.name))),
+            );
+            keys.extend(
+                p.nodes
+                    .iter()
+                    .map(|n| (Feed::Nodes, self.keys.node_key(&n.node))),
+            );
+        }
+        keys.sort_by(|a, b| a.1.cmp(&b.1));
+        keys.dedup_by(|a, b| a.1 == b.1);
+        let reads = keys.iter().map(|(_, key)| self.store.get(key));
+        let results =
+            tokio::time::timeout(self.config.commit_timeout, futures::future::join_all(reads))
+                .await
+                .map_err(|_| StoreError::Timeout {
+                    operation: "refresh",
+                    after: self.config.commit_timeout,
+                })?;
+        for ((feed, key), result) in keys.into_iter().zip(results) {
+            match result? {
+                Some(kv) => {
+                    // Force: the cache is behind the store.
+                    self.forget(feed, &key);
+                    self.feed_put(feed, &kv.key, &kv.value, kv.mod_revision);
+                }
+                None => self.forget(feed, &key),
+            }
+        }
+        self.history.clear();
+        Ok(())
+    }
+
+    fn forget(&mut self, feed: Feed, key: &str) {
+        match feed {
+            Feed::States(_) => {
+                if let Some((kind, name)) = parse_state_key(key) {
+                    self.snapshot.remove_state(kind, name);
+                }
+            }
+            Feed::Nodes => {
+                if let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) {
+                    let node = node.to_owned();
+                    self.snapshot.remove_node(&node);
+                }
+            }
+            Feed::Definitions(_) => {}
+        }
+    }
+
+    /// Plans every queued input, commits their writes, and answers them.
+    /// On a store error the cache is restored and the queue kept for a retry.
+    async fn try_commit(&mut self, queue: &mut Vec<Pending>) -> Result<(), StoreError> {
+        let now = self.clock.now_ns();
+        let mut plans: Vec<(Pending, Plan, String)> = Vec::with_capacity(queue.len());
+        for input in queue.drain(..) {
+            let p = plan(&self.snapshot, input.input(), now);
+            if let Err(rejection) = &p.outcome {
+                inc(&self.metrics.rejected);
+                let transition_id = match &input {
+                    Pending::Change(request, _) => request.transition_id.clone(),
+                    _ => String::new(),
+                };
+                input.answer(
+                    rejection.code,
+                    rejection.message.clone(),
+                    rejection.details.clone(),
+                    &transition_id,
+                    now,
+                );
+                continue;
+            }
+            self.snapshot.apply(&p);
+            let transition_id = match &input {
+                Pending::Change(request, _) if !request.transition_id.is_empty() => {
+                    request.transition_id.clone()
+                }
+                _ if p.writes_nothing() => String::new(),
+                _ => self.next_id(now),
+            };
+            plans.push((input, p, transition_id));
+        }
+        if plans.iter().all(|(_, p, _)| p.writes_nothing()) {
+            self.finish(plans, now, 0);
+            return Ok(());
+        }
+        let histories = match self.history_metas(&plans).await {
+            Ok(h) => h,
+            Err(error) => {
+                self.undo(&plans);
+                queue.extend(plans.into_iter().map(|(input, _, _)| input));
+                return Err(error);
+            }
+        };
+        let (transactions, histories) = self.build(&plans, histories, now);
+        let started = Instant::now();
+        let mut revision = 0;
+        for units in transactions {
+            let mut batch = Batch::new();
+            for unit in &units {
+                if let Some((key, rev)) = &unit.guard {
+                    batch = batch.guard(key.clone(), *rev);
+                }
+                batch.ops.push(unit.op.clone());
+            }
+            let applied =
+                tokio::time::timeout(self.config.commit_timeout, self.store.apply(batch)).await;
+            let applied = match applied {
+                Ok(Ok(applied)) => applied,
+                Ok(Err(error)) => {
+                    self.undo(&plans);
+                    queue.extend(plans.into_iter().map(|(input, _, _)| input));
+                    return Err(error);
+                }
+                Err(_) => {
+                    self.undo(&plans);
+                    queue.extend(plans.into_iter().map(|(input, _, _)| input));
+                    return Err(StoreError::Timeout {
+                        operation: "commit",
+                        after: self.config.commit_timeout,
+                    });
+                }
+            };
+            inc(&self.metrics.commits);
+            revision = applied.revision;
+            for unit in &units {
+                match unit.target {
+                    Target::Change(p, c) => self
+                        .snapshot
+                        .committed_change(&plans[p].1.changes[c], revision),
+                    Target::Node(p, n) => {
+                        self.snapshot.committed_node(&plans[p].1.nodes[n], revision)
+                    }
+                    Target::Other => {}
+                }
+            }
+        }
+        let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.metrics.commit_latency_us.observe(elapsed);
+        self.metrics
+            .batch_size
+            .observe(u64::try_from(plans.len()).unwrap_or(u64::MAX));
+        self.history.extend(histories);
+        self.finish(plans, now, revision);
+        Ok(())
+    }
+
+    fn undo(&mut self, plans: &[(Pending, Plan, String)]) {
+        for (_, p, _) in plans.iter().rev() {
+            self.snapshot.undo(p);
+        }
+    }
+
+    /// Reads the history position of every resource the plans record a
+    /// transition for and that is not known yet.
+    async fn history_metas(
+        &self,
+        plans: &[(Pending, Plan, String)],
+    ) -> Result<HistoryMetas, StoreError> {
+        let mut wanted: Vec<(ResourceKind, String)> = Vec::new();
+        for (_, p, _) in plans {
+            for change in &p.changes {
+                if change.kind == ResourceKind::Container {
+                    continue;
+                }
+                let key = (change.kind, change.name.clone());
+                if !self.history.contains_key(&key) && !wanted.contains(&key) {
+                    wanted.push(key);
+                }
+            }
+        }
+        let reads = wanted.iter().map(|(kind, name)| {
+            let prefix = self.keys.history_prefix(*kind, name);
+            let store = self.store.clone();
+            async move { get_all(store.as_ref(), &prefix, 1000).await }
+        });
+        let results =
+            tokio::time::timeout(self.config.commit_timeout, futures::future::join_all(reads))
+                .await
+                .map_err(|_| StoreError::Timeout {
+                    operation: "history read",
+                    after: self.config.commit_timeout,
+                })?;
+        let mut metas = HashMap::new();
+        for (key, result) in wanted.into_iter().zip(results) {
+            let (kvs, _) = result?;
+            let seqs = kvs
+                .iter()
+                .filter_map(|kv| Bookkeeping::parse_history_seq(&kv.key));
+            let (first, last) = seqs.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
+            let meta = if last == 0 {
+                HistoryMeta { first: 1, next: 1 }
+            } else {
+                HistoryMeta {
+                    first,
+                    next: last + 1,
+                }
+            };
+            metas.insert(key, meta);
+        }
+        Ok(metas)
+    }
+
+    /// Turns the plans into store transactions of at most `max_txn_ops`
+    /// operations: whole inputs together where they fit, a larger input
+    /// split bottom-up (its plan lists containers, models, packages, then
+    /// scenarios; node records, history and outbox come after).
+    fn build(
+        &self,
+        plans: &[(Pending, Plan, String)],
+        mut fresh: HistoryMetas,
+        now: i64,
+    ) -> (Vec<Vec<Unit>>, HistoryMetas) {
+        let limit = self.config.max_txn_ops.max(2);
+        let mut transactions: Vec<Vec<Unit>> = Vec::new();
+        let mut current: Vec<Unit> = Vec::new();
+        let derived = self.config.core.derived_source.clone();
+        for (pi, (input, p, transition_id)) in plans.iter().enumerate() {
+            let mut units = Vec::new();
+            for (ci, change) in p.changes.iter().enumerate() {
+                units.push(state_unit(change, Target::Change(pi, ci)));
+            }
+            for (ni, node) in p.nodes.iter().enumerate() {
+                units.push(self.node_unit(node, Target::Node(pi, ni)));
+            }
+            let source = input.source(&derived);
+            for change in p
+                .changes
+                .iter()
+                .filter(|c| c.kind != ResourceKind::Container)
+            {
+                let key = (change.kind, change.name.clone());
+                let meta = fresh
+                    .get(&key)
+                    .or_else(|| self.history.get(&key))
+                    .copied()
+                    .unwrap_or(HistoryMeta { first: 1, next: 1 });
+                let entry = HistoryEntry {
+                    from: change.old.map(|s| s.as_str().to_owned()),
+                    to: change.new.map(|s| s.as_str().to_owned()),
+                    at_ns: now,
+                    source: source.to_owned(),
+                    transition_id: transition_id.clone(),
+                    reason: change.reason.as_str().to_owned(),
+                    duration_ms: self
+                        .last_change
+                        .get(&key)
+                        .map(|since| now.saturating_sub(*since) / 1_000_000),
+                };
+                let history_key = self.keys.history_key(change.kind, &change.name, meta.next);
+                units.push(Unit {
+                    guard: Some((history_key.clone(), 0)),
+                    op: state_store::Op::Put {
+                        key: history_key,
+                        value: entry.encode(),
+                    },
+                    target: Target::Other,
+                });
+                let mut meta = HistoryMeta {
+                    first: meta.first,
+                    next: meta.next + 1,
+                };
+                let limit = u64::try_from(self.config.history_limit.max(1)).unwrap_or(u64::MAX);
+                while meta.next - meta.first > limit {
+                    units.push(Unit {
+                        guard: None,
+                        op: state_store::Op::Delete {
+                            key: self.keys.history_key(change.kind, &change.name, meta.first),
+                        },
+                        target: Target::Other,
+                    });
+                    meta.first += 1;
+                }
+                fresh.insert(key, meta);
+            }
+            for record in p.reconciles() {
+                units.push(Unit {
+                    guard: None,
+                    op: state_store::Op::Put {
+                        key: self.keys.outbox_key(&record.id()),
+                        value: record.encode(),
+                    },
+                    target: Target::Other,
+                });
+            }
+            if current.len() + units.len() > limit && !current.is_empty() {
+                transactions.push(std::mem::take(&mut current));
+            }
+            for unit in units {
+                if current.len() == limit {
+                    transactions.push(std::mem::take(&mut current));
+                }
+                current.push(unit);
+            }
+        }
+        if !current.is_empty() {
+            transactions.push(current);
+        }
+        (transactions, fresh)
+    }
+
+    fn node_unit(&self, node: &NodeChange, target: Target) -> Unit {
+        let key = self.keys.node_key(&node.node);
+        let guard =
+            (node.old_revision != PENDING_REVISION).then(|| (key.clone(), node.old_revision));
+        let op = match &node.new {
+            Some(record) => state_store::Op::Put {
+                key,
+                value: record.encode(),
+            },
+            None => state_store::Op::Delete { key },
+        };
+        Unit { guard, op, target }
+    }
+
+    /// Answers the committed inputs, publishes events, hands reconcile
+    /// requests to the outbox worker.
+    fn finish(&mut self, plans: Vec<(Pending, Plan, String)>, now: i64, revision: i64) {
+        let derived = self.config.core.derived_source.clone();
+        let mut event_index = 0;
+        for (input, p, transition_id) in plans {
+            let source = input.source(&derived).to_owned();
+            for change in &p.changes {
+                inc(&self.metrics.transitions[change.kind as usize]);
+                if change.kind == ResourceKind::Container {
+                    continue;
+                }
+                self.last_change
+                    .insert((change.kind, change.name.clone()), now);
+                event_index += 1;
+                let _ = self.events.send(Arc::new(transition_event(
+                    change,
+                    format!("{revision}-{event_index}"),
+                    now,
+                    &source,
+                    &transition_id,
+                )));
+            }
+            for effect in &p.effects {
+                match effect {
+                    Effect::Reconcile(record) => {
+                        let item = OutboxItem {
+                            key: self.keys.outbox_key(&record.id()),
+                            record: record.clone(),
+                        };
+                        if self.outbox.send(item).is_err() {
+                            tracing::warn!("outbox worker stopped; the record stays in the store");
+                        }
+                    }
+                    Effect::NoScenarioForPackage { package, state } => {
+                        inc(&self.metrics.no_scenario);
+                        tracing::warn!(%package, %state, "package entered a reconcile state but no scenario targets it");
+                        event_index += 1;
+                        let mut event = warning(
+                            format!("{revision}-{event_index}"),
+                            now,
+                            ResourceKind::Package,
+                            package,
+                        );
+                        event.description = format!(
+                            "package '{package}' entered {state} but no scenario targets it: no reconcile"
+                        );
+                        let _ = self.events.send(Arc::new(event));
+                    }
+                    Effect::UndocumentedEdge {
+                        kind,
+                        name,
+                        from,
+                        to,
+                    } => {
+                        inc(&self.metrics.undocumented_edges);
+                        tracing::info!(%kind, %name, %from, %to, "undocumented edge applied");
+                    }
+                    Effect::UnmappedContainer { node, container } => {
+                        inc(&self.metrics.unmapped_containers);
+                        tracing::debug!(%node, %container, "container maps to no model; ignored");
+                    }
+                }
+            }
+            let message = p.outcome.clone().unwrap_or_default();
+            input.answer(
+                ErrorCode::Success,
+                message,
+                String::new(),
+                &transition_id,
+                now,
+            );
+        }
+    }
+}
+
+fn state_unit(change: &Change, target: Target) -> Unit {
+    let key = state_key(change.kind, &change.name);
+    let guard =
+        (change.old_revision != PENDING_REVISION).then(|| (key.clone(), change.old_revision));
+    let op = match change.new {
+        Some(state) => state_store::Op::Put {
+            key,
+            value: state.as_str().as_bytes().to_vec(),
+        },
+        None => state_store::Op::Delete { key },
+    };
+    Unit { guard, op, target }
+}
+
+fn severity_of(state: Option<AnyState>) -> Severity {
+    use statemachine_core::{ModelState, PackageState, ScenarioState};
+    match state {
+        Some(AnyState::Package(PackageState::Error)) | Some(AnyState::Model(ModelState::Dead)) => {
+            Severity::Error
+        }
+        Some(AnyState::Package(PackageState::Degraded))
+        | Some(AnyState::Scenario(ScenarioState::Denied)) => Severity::Warning,
+        _ => Severity::Info,
+    }
+}
+
+fn transition_event(
+    change: &Change,
+    id: String,
+    now: i64,
+    source: &str,
+    transition_id: &str,
+) -> Event {
+    let from = change.old.map(|s| s.as_str().to_owned());
+    let to = change.new.map(|s| s.as_str().to_owned());
+    let description = format!(
+        "{} '{}' {} -> {} ({})",
+        change.kind,
+        change.name,
+        from.as_deref().unwrap_or("-"),
+        to.as_deref().unwrap_or("-"),
+        change.reason.as_str()
+    );
+    let mut metadata = BTreeMap::new();
+    metadata.insert("reason".to_owned(), change.reason.as_str().to_owned());
+    Event {
+        id,
+        kind: EventKind::StateChange,
+        severity: severity_of(change.new),
+        resource_kind: change.kind,
+        resource_name: change.name.clone(),
+        from,
+        to,
+        at_ns: now,
+        source: source.to_owned(),
+        transition_id: transition_id.to_owned(),
+        description,
+        metadata,
+    }
+}
+
+pub(crate) fn warning(id: String, now: i64, kind: ResourceKind, name: &str) -> Event {
+    Event {
+        id,
+        kind: EventKind::Warning,
+        severity: Severity::Warning,
+        resource_kind: kind,
+        resource_name: name.to_owned(),
+        from: None,
+        to: None,
+        at_ns: now,
+        source: "StateManager".to_owned(),
+        transition_id: String::new(),
+        description: String::new(),
+        metadata: BTreeMap::new(),
+    }
+}
