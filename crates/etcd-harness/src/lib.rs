@@ -632,10 +632,13 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let error = find_etcd_in(None, empty.path().as_os_str().to_owned()).unwrap_err();
         assert!(matches!(error, HarnessError::EtcdNotFound { .. }));
-        assert!(error.to_string().contains("scripts/install-deps.sh"), "{error}");
+        assert!(
+            error.to_string().contains("scripts/install-deps.sh"),
+            "{error}"
+        );
 
-        let error = find_etcd_in(Some(empty.path().join("etcd").into()), OsString::new())
-            .unwrap_err();
+        let error =
+            find_etcd_in(Some(empty.path().join("etcd").into()), OsString::new()).unwrap_err();
         assert!(error.to_string().contains("ETCD_BIN="), "{error}");
     }
 
@@ -649,10 +652,7 @@ mod tests {
     #[test]
     fn a_bad_flag_fails_fast_with_the_log_tail() {
         let started = Instant::now();
-        let error = Etcd::builder()
-            .arg("--no-such-flag")
-            .start()
-            .unwrap_err();
+        let error = Etcd::builder().arg("--no-such-flag").start().unwrap_err();
         assert!(matches!(error, HarnessError::Exited { .. }), "{error}");
         assert!(error.to_string().contains("no-such-flag"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(5));

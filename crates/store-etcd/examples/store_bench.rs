@@ -2,20 +2,26 @@
 //! the same etcd.
 //!
 //! For each shape (1 key, 8 keys) and concurrency (1, 64) it starts a fresh
-//! etcd (or uses `--endpoint`), warms up, then alternates short rounds of
-//! three variants so that drift in etcd's speed hits all of them alike:
+//! etcd (or uses `--endpoint`), warms up, then alternates short rounds of the
+//! variants so that drift in etcd's and the machine's speed hits all of them
+//! alike; the ratio column is the median of the per-round ratios:
 //!
 //! - `raw`: what a plain client would send: one put (1 key), or a txn of 8
 //!   puts (8 keys), without guards;
-//! - `raw guarded`: the same etcd request EtcdStore sends: a txn with a
-//!   `mod_revision` compare per key, built by hand with etcd-client;
+//! - `raw txn` (1 key only): a txn holding that one put, without guards: it
+//!   separates etcd's cost of a transaction from the cost of its compares;
+//! - `raw guarded`: the same etcd request EtcdStore sends, built by hand with
+//!   etcd-client: a txn with a `mod_revision` compare per key, the puts, and
+//!   keys-only reads of the guarded keys as the failure branch;
+//! - `raw guarded, no failure reads` (with `--no-failure-reads`): the same
+//!   without the failure branch;
 //! - `ours`: `EtcdStore::apply` of a guarded batch, as the engine writes.
 //!
 //! Every worker owns its keys and guards each write with the revision of its
 //! previous one, so no guard fails.
 //!
 //! ```text
-//! cargo run --release -p store-etcd --example store_bench -- --rounds 3 --round-ms 2000
+//! cargo run --release -p store-etcd --example store_bench
 //! ```
 
 use std::sync::Arc;
@@ -23,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
 use state_store::{Batch, StateStore};
 use store_etcd::{EtcdConfig, EtcdStore};
 
@@ -34,10 +40,10 @@ struct Args {
     #[arg(long)]
     endpoint: Option<String>,
     /// Measured rounds per variant and scenario (alternating).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 8)]
     rounds: usize,
     /// Length of one round in milliseconds.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1000)]
     round_ms: u64,
     /// Warm-up per scenario in milliseconds (all variants).
     #[arg(long, default_value_t = 500)]
@@ -45,22 +51,47 @@ struct Args {
     /// Bytes per value.
     #[arg(long, default_value_t = 16)]
     value_bytes: usize,
+    /// Batch sizes to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8])]
+    keys: Vec<usize>,
+    /// Concurrencies to measure.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64])]
+    concurrency: Vec<usize>,
+    /// Also measure the guarded txn without EtcdStore's failure branch (the
+    /// reads that tell which guard failed), to show what that branch costs.
+    #[arg(long)]
+    no_failure_reads: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
     Raw,
+    RawTxn,
     RawGuarded,
+    RawGuardedNoReads,
     Ours,
 }
 
 impl Variant {
-    const ALL: [Variant; 3] = [Variant::Raw, Variant::RawGuarded, Variant::Ours];
+    /// The variants measured for a batch of `keys` keys; `Ours` comes last.
+    fn for_keys(keys: usize, no_failure_reads: bool) -> Vec<Variant> {
+        let mut variants = vec![Variant::Raw];
+        if keys == 1 {
+            variants.push(Variant::RawTxn);
+        }
+        if no_failure_reads {
+            variants.push(Variant::RawGuardedNoReads);
+        }
+        variants.extend([Variant::RawGuarded, Variant::Ours]);
+        variants
+    }
 
     fn name(self) -> &'static str {
         match self {
             Variant::Raw => "raw",
+            Variant::RawTxn => "raw txn",
             Variant::RawGuarded => "raw guarded",
+            Variant::RawGuardedNoReads => "raw guarded, no failure reads",
             Variant::Ours => "ours",
         }
     }
@@ -119,7 +150,16 @@ async fn one_request(target: &Target, variant: Variant, worker: &mut Worker) -> 
                 raw.txn(Txn::new().and_then(puts)).await?;
             }
         }
-        Variant::RawGuarded => {
+        Variant::RawTxn => {
+            let mut raw = target.raw.clone();
+            let puts: Vec<TxnOp> = worker
+                .keys
+                .iter()
+                .map(|k| TxnOp::put(k.as_str(), target.value.clone(), None))
+                .collect();
+            raw.txn(Txn::new().and_then(puts)).await?;
+        }
+        Variant::RawGuarded | Variant::RawGuardedNoReads => {
             let mut raw = target.raw.clone();
             let compares: Vec<Compare> = worker
                 .keys
@@ -131,7 +171,16 @@ async fn one_request(target: &Target, variant: Variant, worker: &mut Worker) -> 
                 .iter()
                 .map(|k| TxnOp::put(k.as_str(), target.value.clone(), None))
                 .collect();
-            let response = raw.txn(Txn::new().when(compares).and_then(puts)).await?;
+            let mut txn = Txn::new().when(compares).and_then(puts);
+            if variant == Variant::RawGuarded {
+                let reads: Vec<TxnOp> = worker
+                    .keys
+                    .iter()
+                    .map(|k| TxnOp::get(k.as_str(), Some(GetOptions::new().with_keys_only())))
+                    .collect();
+                txn = txn.or_else(reads);
+            }
+            let response = raw.txn(txn).await?;
             if !response.succeeded() {
                 bail!("a raw guarded txn failed its guard");
             }
@@ -189,7 +238,12 @@ async fn run_round(
     Ok((all.len() as f64 / elapsed, all))
 }
 
-async fn scenario(args: &Args, keys: usize, concurrency: usize) -> anyhow::Result<[Measured; 3]> {
+async fn scenario(
+    args: &Args,
+    variants: &[Variant],
+    keys: usize,
+    concurrency: usize,
+) -> anyhow::Result<Vec<Measured>> {
     let etcd = match &args.endpoint {
         Some(_) => None,
         None => Some(etcd_harness::Etcd::start().context("starting etcd")?),
@@ -208,15 +262,15 @@ async fn scenario(args: &Args, keys: usize, concurrency: usize) -> anyhow::Resul
     });
     let round = Duration::from_millis(args.round_ms);
     let warmup = Duration::from_millis(args.warmup_ms);
-    for variant in Variant::ALL {
-        run_round(&target, variant, keys, concurrency, warmup, 0).await?;
+    for variant in variants {
+        run_round(&target, *variant, keys, concurrency, warmup, 0).await?;
     }
-    let mut measured: [Measured; 3] = Default::default();
+    let mut measured: Vec<Measured> = variants.iter().map(|_| Measured::default()).collect();
     for r in 1..=args.rounds {
         // Rotate the order, so no variant always runs first or last.
-        for i in 0..Variant::ALL.len() {
-            let index = (i + r) % Variant::ALL.len();
-            let variant = Variant::ALL[index];
+        for i in 0..variants.len() {
+            let index = (i + r) % variants.len();
+            let variant = variants[index];
             let (throughput, latencies) =
                 run_round(&target, variant, keys, concurrency, round, r).await?;
             measured[index].throughputs.push(throughput);
@@ -235,19 +289,37 @@ fn ms(d: Duration) -> String {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     println!(
-        "| keys | concurrency | variant | requests/s | keys/s | p50 ms | p99 ms | ours / this |"
+        "| keys | concurrency | variant | requests/s | keys/s | p50 ms | p99 ms | ours / this, median (range) of rounds |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for keys in [1usize, 8] {
-        for concurrency in [1usize, 64] {
-            let measured = scenario(&args, keys, concurrency).await?;
-            let ours = measured[2].median_throughput();
-            for (variant, m) in Variant::ALL.iter().zip(&measured) {
+    for &keys in &args.keys {
+        for &concurrency in &args.concurrency {
+            let variants = Variant::for_keys(keys, args.no_failure_reads);
+            let measured = scenario(&args, &variants, keys, concurrency).await?;
+            let ours = measured
+                .last()
+                .map(|m| m.throughputs.clone())
+                .unwrap_or_default();
+            for (variant, m) in variants.iter().zip(&measured) {
                 let throughput = m.median_throughput();
+                // The median of per-round ratios: each round of `ours` is
+                // compared with the same round of the other variant, run
+                // next to it, which cancels the machine's slow drift.
                 let ratio = if *variant == Variant::Ours {
                     "—".to_owned()
                 } else {
-                    format!("{:.2}", ours / throughput)
+                    let mut ratios: Vec<f64> = ours
+                        .iter()
+                        .zip(&m.throughputs)
+                        .map(|(o, t)| o / t)
+                        .collect();
+                    ratios.sort_by(f64::total_cmp);
+                    format!(
+                        "{:.2} ({:.2}–{:.2})",
+                        ratios.get(ratios.len() / 2).copied().unwrap_or(0.0),
+                        ratios.first().copied().unwrap_or(0.0),
+                        ratios.last().copied().unwrap_or(0.0)
+                    )
                 };
                 println!(
                     "| {keys} | {concurrency} | {} | {:.0} | {:.0} | {} | {} | {ratio} |",

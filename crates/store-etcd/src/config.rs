@@ -104,7 +104,9 @@ impl EtcdConfig {
             || self.connect_timeout.is_zero()
             || self.attempt_timeout.is_zero()
         {
-            return invalid("request_timeout, attempt_timeout and connect_timeout must be positive");
+            return invalid(
+                "request_timeout, attempt_timeout and connect_timeout must be positive",
+            );
         }
         if self.retry.max_attempts == 0 {
             return invalid("retry.max_attempts must be at least 1");

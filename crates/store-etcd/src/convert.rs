@@ -160,10 +160,7 @@ mod tests {
                 prev_kv: None,
             },
         ] {
-            assert!(matches!(
-                watch_event(bad),
-                Err(StoreError::BadData { .. })
-            ));
+            assert!(matches!(watch_event(bad), Err(StoreError::BadData { .. })));
         }
         assert!(header_revision(None).is_err());
     }

@@ -57,7 +57,9 @@ fn not_sent(message: &str) -> bool {
 /// reported when etcd's own limit turns out to be lower.
 pub(crate) fn classify(error: EtcdError, max_txn_ops: usize) -> Failure {
     match error {
-        EtcdError::GRpcStatus(status) => classify_status(status.code(), status.message(), max_txn_ops),
+        EtcdError::GRpcStatus(status) => {
+            classify_status(status.code(), status.message(), max_txn_ops)
+        }
         EtcdError::TransportError(e) => {
             let message = error_chain(&e);
             let retry = if not_sent(&message) {
@@ -67,13 +69,17 @@ pub(crate) fn classify(error: EtcdError, max_txn_ops: usize) -> Failure {
             };
             failure(unavailable(format!("transport error: {message}")), retry)
         }
-        EtcdError::IoError(e) => failure(unavailable(format!("i/o error: {e}")), Retry::IfIdempotent),
-        EtcdError::WatchError(message) => {
-            failure(unavailable(format!("watch error: {message}")), Retry::IfIdempotent)
+        EtcdError::IoError(e) => {
+            failure(unavailable(format!("i/o error: {e}")), Retry::IfIdempotent)
         }
-        EtcdError::Internal(message) => {
-            failure(unavailable(format!("etcd client: {message}")), Retry::IfIdempotent)
-        }
+        EtcdError::WatchError(message) => failure(
+            unavailable(format!("watch error: {message}")),
+            Retry::IfIdempotent,
+        ),
+        EtcdError::Internal(message) => failure(
+            unavailable(format!("etcd client: {message}")),
+            Retry::IfIdempotent,
+        ),
         EtcdError::Utf8Error(e) => failure(
             StoreError::BadData {
                 message: format!("etcd returned non-UTF-8 text: {e}"),
@@ -118,7 +124,9 @@ pub(crate) fn classify_status(code: Code, message: &str, max_txn_ops: usize) -> 
             failure(unavailable(text), Retry::Never)
         }
         Code::ResourceExhausted => failure(
-            invalid(format!("{text}; the request or its answer exceeds a size limit")),
+            invalid(format!(
+                "{text}; the request or its answer exceeds a size limit"
+            )),
             Retry::Never,
         ),
         Code::InvalidArgument if message.contains("too many operations in txn") => failure(
@@ -136,7 +144,9 @@ pub(crate) fn classify_status(code: Code, message: &str, max_txn_ops: usize) -> 
             Retry::Never,
         ),
         Code::PermissionDenied | Code::Unauthenticated => failure(
-            invalid(format!("etcd refused the credentials or permission: {text}")),
+            invalid(format!(
+                "etcd refused the credentials or permission: {text}"
+            )),
             Retry::Never,
         ),
         Code::DataLoss => failure(StoreError::BadData { message: text }, Retry::Never),
@@ -163,11 +173,36 @@ mod tests {
                 "Unavailable",
                 Retry::Safe,
             ),
-            (Code::Unavailable, "etcdserver: leader changed", "Unavailable", Retry::IfIdempotent),
-            (Code::Unavailable, "etcdserver: request timed out", "Unavailable", Retry::IfIdempotent),
-            (Code::Unknown, "transport error", "Unavailable", Retry::IfIdempotent),
-            (Code::Cancelled, "operation was canceled", "Unavailable", Retry::IfIdempotent),
-            (Code::ResourceExhausted, "etcdserver: too many requests", "Unavailable", Retry::Safe),
+            (
+                Code::Unavailable,
+                "etcdserver: leader changed",
+                "Unavailable",
+                Retry::IfIdempotent,
+            ),
+            (
+                Code::Unavailable,
+                "etcdserver: request timed out",
+                "Unavailable",
+                Retry::IfIdempotent,
+            ),
+            (
+                Code::Unknown,
+                "transport error",
+                "Unavailable",
+                Retry::IfIdempotent,
+            ),
+            (
+                Code::Cancelled,
+                "operation was canceled",
+                "Unavailable",
+                Retry::IfIdempotent,
+            ),
+            (
+                Code::ResourceExhausted,
+                "etcdserver: too many requests",
+                "Unavailable",
+                Retry::Safe,
+            ),
             (
                 Code::ResourceExhausted,
                 "etcdserver: mvcc: database space exceeded",
@@ -186,7 +221,12 @@ mod tests {
                 "InvalidRequest",
                 Retry::Never,
             ),
-            (Code::PermissionDenied, "etcdserver: permission denied", "InvalidRequest", Retry::Never),
+            (
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+                "InvalidRequest",
+                Retry::Never,
+            ),
             (
                 Code::InvalidArgument,
                 "etcdserver: authentication failed, invalid user ID or password",

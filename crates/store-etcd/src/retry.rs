@@ -146,7 +146,10 @@ mod tests {
         let started = Instant::now();
         let outcome = with_retries(&config(), "get", true, || async {
             if calls.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err(status(tonic::Code::Unavailable, "etcdserver: leader changed"))
+                Err(status(
+                    tonic::Code::Unavailable,
+                    "etcdserver: leader changed",
+                ))
             } else {
                 Ok(7)
             }
@@ -179,7 +182,10 @@ mod tests {
         let calls = AtomicU32::new(0);
         let error = with_retries(&config(), "apply", true, || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(status(tonic::Code::InvalidArgument, "etcdserver: duplicate key"))
+            Err::<(), _>(status(
+                tonic::Code::InvalidArgument,
+                "etcdserver: duplicate key",
+            ))
         })
         .await
         .unwrap_err();
@@ -192,12 +198,19 @@ mod tests {
         let calls = AtomicU32::new(0);
         let error = with_retries(&config(), "delete", false, || async {
             calls.fetch_add(1, Ordering::SeqCst);
-            Err::<(), _>(status(tonic::Code::Unavailable, "etcdserver: request timed out"))
+            Err::<(), _>(status(
+                tonic::Code::Unavailable,
+                "etcdserver: request timed out",
+            ))
         })
         .await
         .unwrap_err();
         assert!(error.is_unavailable());
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "the write may have happened");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the write may have happened"
+        );
 
         let calls = AtomicU32::new(0);
         let outcome = with_retries(&config(), "delete", false, || async {
@@ -216,7 +229,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn refused_connections_fail_over_at_once_when_there_are_several_endpoints() {
         let mut config = config();
-        config.endpoints = vec!["http://a:1".into(), "http://b:1".into(), "http://c:1".into()];
+        config.endpoints = vec![
+            "http://a:1".into(),
+            "http://b:1".into(),
+            "http://c:1".into(),
+        ];
         let calls = AtomicU32::new(0);
         let started = Instant::now();
         let outcome = with_retries(&config, "delete", false, || async {
@@ -228,7 +245,11 @@ mod tests {
         })
         .await;
         assert!(outcome.is_ok());
-        assert_eq!(started.elapsed(), Duration::ZERO, "no backoff within the failover budget");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "no backoff within the failover budget"
+        );
 
         let calls = AtomicU32::new(0);
         let error = with_retries(&config, "get", true, || async {
@@ -238,7 +259,11 @@ mod tests {
         .await
         .unwrap_err();
         assert!(error.is_unavailable());
-        assert_eq!(calls.load(Ordering::SeqCst), 4 * 7, "bounded: (1 + 6) tries per attempt");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            4 * 7,
+            "bounded: (1 + 6) tries per attempt"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -256,7 +281,10 @@ mod tests {
         })
         .await
         .unwrap();
-        assert!(outcome.after_ambiguous, "the stuck attempt may have been applied");
+        assert!(
+            outcome.after_ambiguous,
+            "the stuck attempt may have been applied"
+        );
         let took = started.elapsed();
         assert!(took >= Duration::from_millis(550) && took <= Duration::from_millis(600));
 

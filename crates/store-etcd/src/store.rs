@@ -197,10 +197,7 @@ fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, StoreError> {
 }
 
 #[cfg(feature = "tls")]
-fn with_tls(
-    options: ConnectOptions,
-    tls: &crate::TlsConfig,
-) -> Result<ConnectOptions, StoreError> {
+fn with_tls(options: ConnectOptions, tls: &crate::TlsConfig) -> Result<ConnectOptions, StoreError> {
     use etcd_client::{Certificate, Identity, TlsOptions};
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| {
@@ -431,9 +428,9 @@ impl StateStore for EtcdStore {
     }
 
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
-        let batch = batch.normalize().map_err(|key| {
-            invalid(format!("the batch has contradicting guards on key '{key}'"))
-        })?;
+        let batch = batch
+            .normalize()
+            .map_err(|key| invalid(format!("the batch has contradicting guards on key '{key}'")))?;
         let limit = self.shared.config.max_txn_ops;
         for count in [batch.guards.len(), batch.ops.len()] {
             if count > limit {
@@ -489,7 +486,11 @@ impl StateStore for EtcdStore {
         Ok(outcome.value.0.deleted > 0)
     }
 
-    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream, StoreError> {
+    async fn watch(
+        &self,
+        prefix: &str,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError> {
         crate::watch::watch(Arc::clone(&self.shared), prefix, from_revision).await
     }
 
@@ -535,7 +536,10 @@ mod tests {
         store.apply(Batch::new().put("/u", "2")).await.unwrap();
         assert_eq!(store.shared.applied_earlier(&batch).await.unwrap(), None);
         let batch = Batch::new().guard("/a", 0).put("/a", "1").put("/b", "2");
-        assert_eq!(store.shared.applied_earlier(&batch).await.unwrap(), Some(first));
+        assert_eq!(
+            store.shared.applied_earlier(&batch).await.unwrap(),
+            Some(first)
+        );
         // Another writer changed a written key since: not ours.
         store.apply(Batch::new().put("/b", "other")).await.unwrap();
         assert_eq!(store.shared.applied_earlier(&batch).await.unwrap(), None);

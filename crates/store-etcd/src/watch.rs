@@ -103,7 +103,7 @@ struct Live {
 
 /// What opening an etcd watch gave.
 enum Opened {
-    Live(Live),
+    Live(Box<Live>),
     /// The start revision is older than this compaction revision.
     Compacted(Revision),
 }
@@ -159,10 +159,10 @@ impl WatchTask {
                 return Err(cancel_error(&response));
             }
             if response.created {
-                return Ok(Opened::Live(Live {
+                return Ok(Opened::Live(Box::new(Live {
                     _requests: requests,
                     responses,
-                }));
+                })));
             }
         }
     }
@@ -182,7 +182,7 @@ impl WatchTask {
 
     /// Delivers events until the caller goes away or the watch cannot go on,
     /// re-establishing the etcd watch whenever it breaks.
-    async fn run(mut self, mut live: Live) {
+    async fn run(mut self, mut live: Box<Live>) {
         let max_backoff = self.shared.config.watch_max_backoff;
         let mut failures = 0u32;
         loop {

@@ -87,7 +87,10 @@ async fn large_listings_are_paged_within_the_grpc_message_limit() {
         )
         .await
         .unwrap();
-    assert!(page.kvs.is_empty() && !page.more, "start_after past the prefix");
+    assert!(
+        page.kvs.is_empty() && !page.more,
+        "start_after past the prefix"
+    );
 }
 
 #[tokio::test]
@@ -104,8 +107,14 @@ async fn non_utf8_keys_are_bad_data_not_panics() {
     let item = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
         .expect("the watch reports the bad key");
-    assert!(matches!(item, Some(Err(StoreError::BadData { .. }))), "{item:?}");
-    assert!(watch.next().await.is_none(), "the stream ends after an error");
+    assert!(
+        matches!(item, Some(Err(StoreError::BadData { .. }))),
+        "{item:?}"
+    );
+    assert!(
+        watch.next().await.is_none(),
+        "the stream ends after an error"
+    );
 }
 
 #[tokio::test]

@@ -34,7 +34,11 @@ async fn assert_quiet(stream: &mut WatchStream) {
 }
 
 /// Asserts `result` failed as "unavailable or timed out" within the deadline.
-fn assert_unavailable<T: std::fmt::Debug>(what: &str, result: Result<T, StoreError>, took: Duration) {
+fn assert_unavailable<T: std::fmt::Debug>(
+    what: &str,
+    result: Result<T, StoreError>,
+    took: Duration,
+) {
     match result {
         Err(error) if error.is_unavailable() => {}
         other => panic!("{what}: expected Unavailable or Timeout, got {other:?}"),
@@ -75,12 +79,8 @@ async fn a_frozen_etcd_fails_calls_within_their_deadline_and_they_work_after_res
     assert_unavailable("get", result, took);
     let (result, took) = timed(store.get_prefix("/f/", ListOptions::default())).await;
     assert_unavailable("get_prefix", result, took);
-    let (result, took) = timed(store.apply(
-        Batch::new()
-            .guard("/f/other", 0)
-            .put("/f/other", "x"),
-    ))
-    .await;
+    let (result, took) =
+        timed(store.apply(Batch::new().guard("/f/other", 0).put("/f/other", "x"))).await;
     assert_unavailable("apply", result, took);
     let (result, took) = timed(store.revision()).await;
     assert_unavailable("revision", result, took);
@@ -129,11 +129,13 @@ async fn a_killed_and_restarted_etcd_serves_the_same_store_again() {
     etcd.kill();
     let (result, took) = timed(store.get("/r/k")).await;
     assert_unavailable("get while etcd is down", result, took);
-    let (result, took) = timed(store.apply(
-        Batch::new()
-            .guard("/r/k", first.revision)
-            .put("/r/k", "lost"),
-    ))
+    let (result, took) = timed(
+        store.apply(
+            Batch::new()
+                .guard("/r/k", first.revision)
+                .put("/r/k", "lost"),
+        ),
+    )
     .await;
     assert_unavailable("apply while etcd is down", result, took);
     let (result, took) = timed(store.apply(Batch::new().put("/r/unguarded", "x"))).await;
@@ -232,7 +234,10 @@ async fn a_watch_retries_with_capped_backoff_while_etcd_is_down_and_stops_when_d
     wait_until_served(&store).await;
     let applied = store.apply(Batch::new().put("/d/k", "v")).await.unwrap();
     let event = next_event(&mut watch).await;
-    assert_eq!((event.kv.key.as_str(), event.kv.mod_revision), ("/d/k", applied.revision));
+    assert_eq!(
+        (event.kv.key.as_str(), event.kv.mod_revision),
+        ("/d/k", applied.revision)
+    );
 
     drop(watch);
     let stopped = eventually(Duration::from_secs(2), || async {
@@ -274,13 +279,19 @@ async fn a_watch_from_a_compacted_revision_yields_compacted_and_ends() {
             compact_revision: third.revision
         }))
     );
-    assert!(watch.next().await.is_none(), "the stream ends after Compacted");
+    assert!(
+        watch.next().await.is_none(),
+        "the stream ends after Compacted"
+    );
     assert_eq!(store.active_watches(), 0);
 
     // From the compaction revision on, history is still there.
     let mut watch = store.watch("/c/", third.revision).await.unwrap();
     let event = next_event(&mut watch).await;
-    assert_eq!((event.kv.value.as_slice(), event.kv.mod_revision), (b"3".as_slice(), third.revision));
+    assert_eq!(
+        (event.kv.value.as_slice(), event.kv.mod_revision),
+        (b"3".as_slice(), third.revision)
+    );
 }
 
 #[tokio::test]
@@ -302,7 +313,10 @@ async fn a_watch_whose_resume_revision_was_compacted_during_an_outage_yields_com
     let writer = connect(test_config(&etcd)).await;
     let mut watch = store.watch("/cc/", 0).await.unwrap();
     let before = writer.apply(Batch::new().put("/cc/a", "1")).await.unwrap();
-    assert_eq!(next_event(&mut watch).await.kv.mod_revision, before.revision);
+    assert_eq!(
+        next_event(&mut watch).await.kv.mod_revision,
+        before.revision
+    );
 
     etcd.kill();
     etcd.restart().unwrap();
@@ -350,7 +364,10 @@ async fn concurrent_guarded_increments_lose_nothing() {
                     assert!(attempt < 2000, "an increment never got through");
                     let current = store.get(key).await.unwrap();
                     let (value, mod_revision) = current.map_or((0, 0), |kv| {
-                        (kv.value_str().unwrap().parse::<usize>().unwrap(), kv.mod_revision)
+                        (
+                            kv.value_str().unwrap().parse::<usize>().unwrap(),
+                            kv.mod_revision,
+                        )
                     });
                     let batch = Batch::new()
                         .guard(key, mod_revision)

@@ -35,7 +35,9 @@ pub fn test_config(etcd: &Etcd) -> EtcdConfig {
 }
 
 pub async fn connect(config: EtcdConfig) -> EtcdStore {
-    EtcdStore::connect(config).await.expect("EtcdStore::connect")
+    EtcdStore::connect(config)
+        .await
+        .expect("EtcdStore::connect")
 }
 
 /// Polls `check` every 50 ms until it returns true or `within` passed.
