@@ -1,0 +1,23 @@
+//! The StateManager's gRPC edge (WIRE-PROTOCOL.md).
+//!
+//! - [`server`]: the Pullpiri-compatible `statemanager.StateManagerConnection`
+//!   service over an [`engine::EngineHandle`], and [`serve`] to run it with the
+//!   `grpc.health.v1` and reflection services;
+//! - [`action_controller`]: the ActionController client, implementing the
+//!   engine's [`engine::ActionPort`];
+//! - [`client`]: a typed [`StateManagerClient`] other components can link;
+//! - [`convert`]: every protobuf <-> engine/core conversion and every mapping
+//!   of errors to `ErrorCode` and gRPC `Status`, in one place;
+//! - [`proto`]: the code generated from `proto/*.proto` at build time.
+//!
+//! The engine never sees protobuf types: this crate translates at the edge.
+
+pub mod action_controller;
+pub mod client;
+pub mod convert;
+pub mod proto;
+pub mod server;
+
+pub use action_controller::{ActionControllerClient, ActionControllerOptions};
+pub use client::{ClientError, StateManagerClient};
+pub use server::{ServeError, ServeOptions, StateManagerService, serve};

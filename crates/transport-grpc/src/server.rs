@@ -1,0 +1,392 @@
+//! The `statemanager.StateManagerConnection` service over the engine, and
+//! [`serve`], which runs it with `grpc.health.v1` and reflection.
+//!
+//! Each method converts its request (see [`crate::convert`]), asks the
+//! [`EngineHandle`] and converts the answer. The engine bounds every answer
+//! with its own deadline, so no method waits without bound.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use engine::EngineHandle;
+use engine::{Delivery, Subscription};
+use futures::Stream;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info, warn};
+
+use crate::convert;
+use crate::proto::monitoringserver as ms;
+use crate::proto::statemanager as sm;
+use crate::proto::statemanager::state_manager_connection_server::{
+    StateManagerConnection, StateManagerConnectionServer,
+};
+
+/// The largest request the server decodes (4 MiB); larger ones are
+/// refused with `OutOfRange`/`ResourceExhausted` before they reach a handler.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// The `StateManagerConnection` service: a thin translator in front of the
+/// engine. Cheap to clone.
+#[derive(Clone)]
+pub struct StateManagerService {
+    engine: EngineHandle,
+    /// Flips to `true` when the server shuts down, ending open subscriptions
+    /// (otherwise a graceful shutdown would wait for them forever).
+    shutdown: Option<watch::Receiver<bool>>,
+}
+
+impl StateManagerService {
+    /// A service answering from `engine`. Its subscriptions end only when
+    /// their clients leave or the engine stops; [`serve`] also ends them at
+    /// shutdown.
+    pub fn new(engine: EngineHandle) -> Self {
+        Self {
+            engine,
+            shutdown: None,
+        }
+    }
+
+    fn with_shutdown(engine: EngineHandle, shutdown: watch::Receiver<bool>) -> Self {
+        Self {
+            engine,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    /// The tonic server for this service, decoding requests of at most
+    /// `max_message_bytes`.
+    pub fn into_server(self, max_message_bytes: usize) -> StateManagerConnectionServer<Self> {
+        StateManagerConnectionServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
+    }
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The stream of a subscription: engine events, converted, until the
+/// client leaves (the stream is dropped, and with it the subscription), the
+/// engine stops or the server shuts down.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<sm::StateChangeEvent, Status>> + Send>>;
+
+/// Completes when the server shuts down (or its signal is gone); never
+/// without a signal.
+async fn stopping(shutdown: &mut Option<watch::Receiver<bool>>) {
+    match shutdown {
+        Some(signal) => {
+            let _ = signal.wait_for(|stopping| *stopping).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn event_stream(
+    subscription: Subscription,
+    shutdown: Option<watch::Receiver<bool>>,
+) -> EventStream {
+    Box::pin(futures::stream::unfold(
+        (subscription, shutdown, false),
+        |(mut subscription, mut shutdown, done)| async move {
+            if done {
+                return None;
+            }
+            let delivery = tokio::select! {
+                delivery = subscription.next() => delivery,
+                () = stopping(&mut shutdown) => {
+                    let status = Status::unavailable("the state manager is shutting down");
+                    return Some((Err(status), (subscription, shutdown, true)));
+                }
+            };
+            let item = match delivery {
+                Some(Delivery::Event(event)) => Ok(convert::state_change_event(&event)),
+                Some(Delivery::Lagged(missed)) => {
+                    warn!(missed, "a state change subscriber fell behind");
+                    Ok(convert::lagged_event(missed, now_ns()))
+                }
+                None => Err(Status::unavailable("the state manager engine has stopped")),
+            };
+            let done = item.is_err();
+            Some((item, (subscription, shutdown, done)))
+        },
+    ))
+}
+
+#[tonic::async_trait]
+impl StateManagerConnection for StateManagerService {
+    async fn send_state_change(
+        &self,
+        request: Request<sm::StateChange>,
+    ) -> Result<Response<sm::StateChangeResponse>, Status> {
+        let request = convert::state_change_request(request.into_inner());
+        debug!(
+            name = %request.name.escape_debug(),
+            target = %request.target_state.escape_debug(),
+            "state change requested"
+        );
+        let answer = self.engine.change_state(request).await;
+        Ok(Response::new(convert::state_change_response(
+            answer,
+            now_ns(),
+        )))
+    }
+
+    async fn send_changed_container_list(
+        &self,
+        request: Request<ms::ContainerList>,
+    ) -> Result<Response<ms::SendContainerListResponse>, Status> {
+        let report = convert::node_report(request.into_inner());
+        let node = report.node.clone();
+        let answer = self.engine.report_containers(report).await;
+        convert::container_list_response(&node, answer).map(Response::new)
+    }
+
+    async fn send_action(
+        &self,
+        request: Request<sm::Action>,
+    ) -> Result<Response<sm::Response>, Status> {
+        // Legacy: Pullpiri only logs it.
+        let action = request.into_inner().action;
+        info!(action = %action.escape_debug(), "legacy SendAction received");
+        Ok(Response::new(sm::Response {
+            resp: format!("action '{}' received", action.escape_debug()),
+        }))
+    }
+
+    async fn trigger_offloading(
+        &self,
+        request: Request<sm::OffloadingRequest>,
+    ) -> Result<Response<sm::OffloadingResponse>, Status> {
+        let request = convert::offload_request(request.into_inner());
+        let result = self.engine.offload(request).await;
+        convert::offloading_response(result).map(Response::new)
+    }
+
+    async fn get_resource_state(
+        &self,
+        request: Request<sm::ResourceStateRequest>,
+    ) -> Result<Response<sm::ResourceStateResponse>, Status> {
+        let request = request.into_inner();
+        let kind = convert::query_kind(request.resource_type)?;
+        convert::query_name(&request.resource_name)?;
+        let view = match self.engine.get_state(kind, &request.resource_name).await {
+            Ok(view) => view,
+            Err(engine::EngineError::NotFound(_)) => None,
+            Err(error) => return Err(convert::engine_status(&error)),
+        };
+        Ok(Response::new(match view {
+            Some(view) => sm::ResourceStateResponse {
+                resource_state: Some(convert::resource_state(view)),
+                success: true,
+                message: String::new(),
+            },
+            None => sm::ResourceStateResponse {
+                resource_state: None,
+                success: false,
+                message: format!("{kind} '{}' not found", request.resource_name),
+            },
+        }))
+    }
+
+    async fn list_resources_by_state(
+        &self,
+        request: Request<sm::ListResourcesByStateRequest>,
+    ) -> Result<Response<sm::ListResourcesByStateResponse>, Status> {
+        let request = request.into_inner();
+        let kind = convert::query_kind(request.resource_type)?;
+        let limit = convert::limit(request.limit, "limit")?;
+        let state = (!request.state.trim().is_empty()).then_some(request.state.as_str());
+        let labelled = !request.label_selector.is_empty();
+        // The engine does not know labels: with a selector, filter here and
+        // apply the limit afterwards.
+        let engine_limit = if labelled { 0 } else { limit };
+        let (views, total) = self
+            .engine
+            .list(kind, state, engine_limit)
+            .await
+            .map_err(|error| convert::engine_status(&error))?;
+        let (resources, total) = if labelled {
+            let selected: Vec<_> = views
+                .into_iter()
+                .filter(|view| convert::matches_labels(view, &request.label_selector))
+                .collect();
+            let total = selected.len();
+            let kept = if limit == 0 { total } else { limit.min(total) };
+            (selected.into_iter().take(kept).collect::<Vec<_>>(), total)
+        } else {
+            (views, total)
+        };
+        Ok(Response::new(sm::ListResourcesByStateResponse {
+            resources: resources.into_iter().map(convert::resource_state).collect(),
+            success: true,
+            message: String::new(),
+            total_count: i32::try_from(total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    async fn get_resource_state_history(
+        &self,
+        request: Request<sm::ResourceStateHistoryRequest>,
+    ) -> Result<Response<sm::ResourceStateHistoryResponse>, Status> {
+        let request = request.into_inner();
+        let kind = convert::query_kind(request.resource_type)?;
+        convert::query_name(&request.resource_name)?;
+        let query = convert::history_query(&request)?;
+        match self
+            .engine
+            .history(kind, &request.resource_name, query)
+            .await
+        {
+            Ok(entries) => Ok(Response::new(sm::ResourceStateHistoryResponse {
+                history: entries
+                    .into_iter()
+                    .map(convert::transition_history)
+                    .collect(),
+                success: true,
+                message: String::new(),
+            })),
+            Err(engine::EngineError::NotFound(what)) => {
+                Ok(Response::new(sm::ResourceStateHistoryResponse {
+                    history: Vec::new(),
+                    success: false,
+                    message: format!("{kind} '{}' not found: {what}", request.resource_name),
+                }))
+            }
+            Err(error) => Err(convert::engine_status(&error)),
+        }
+    }
+
+    type SubscribeToStateChangesStream = EventStream;
+
+    async fn subscribe_to_state_changes(
+        &self,
+        request: Request<sm::StateChangeSubscriptionRequest>,
+    ) -> Result<Response<Self::SubscribeToStateChangesStream>, Status> {
+        let filter = convert::event_filter(request.get_ref())?;
+        // WIRE-PROTOCOL: registered before the response headers are sent, so
+        // every change committed after the client has them is delivered.
+        let subscription = self.engine.subscribe(filter);
+        Ok(Response::new(event_stream(
+            subscription,
+            self.shutdown.clone(),
+        )))
+    }
+}
+
+/// How [`serve`] runs the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The largest request decoded (default 4 MiB).
+    pub max_message_bytes: usize,
+    /// Requests handled at once per connection (default 256).
+    pub concurrency_per_connection: usize,
+    /// HTTP/2 streams open at once per connection (default 1024).
+    pub max_concurrent_streams: u32,
+    /// How often an idle connection is pinged (default 30 s).
+    pub keepalive_interval: Duration,
+    /// How long a ping may go unanswered before the connection is closed (default 10 s).
+    pub keepalive_timeout: Duration,
+    /// The longest a unary request may take (default 30 s); clients may ask
+    /// for less with `grpc-timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            concurrency_per_connection: 256,
+            max_concurrent_streams: 1024,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The reflection service could not be built from the descriptor set.
+    #[error("building the reflection service: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The listening address could not be read.
+    #[error("reading the listening address: {0}")]
+    Address(#[source] std::io::Error),
+    /// The server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves `statemanager.StateManagerConnection` over `engine`, plus
+/// `grpc.health.v1.Health` (SERVING for the service and the server) and
+/// gRPC reflection (v1 and v1alpha), on `listener` until `shutdown`
+/// completes. At shutdown the health status turns NOT_SERVING, open
+/// subscriptions end with `Unavailable`, and in-flight requests are drained.
+pub async fn serve<F>(
+    engine: EngineHandle,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send,
+{
+    let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
+    let (stop_streams, stopping) = watch::channel(false);
+    let service =
+        StateManagerService::with_shutdown(engine, stopping).into_server(options.max_message_bytes);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<StateManagerConnectionServer<StateManagerService>>()
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let stopped = async move {
+        shutdown.await;
+        info!(%address, "gRPC server shutting down");
+        health
+            .set_not_serving::<StateManagerConnectionServer<StateManagerService>>()
+            .await;
+        health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        let _ = stop_streams.send(true);
+    };
+
+    info!(%address, "gRPC server listening");
+    tonic::transport::Server::builder()
+        .concurrency_limit_per_connection(options.concurrency_per_connection)
+        .max_concurrent_streams(options.max_concurrent_streams)
+        .http2_keepalive_interval(Some(options.keepalive_interval))
+        .http2_keepalive_timeout(Some(options.keepalive_timeout))
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+        .tcp_nodelay(true)
+        .timeout(options.request_timeout)
+        .add_service(service)
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
+        .await?;
+    info!(%address, "gRPC server stopped");
+    Ok(())
+}
