@@ -102,6 +102,21 @@ pub struct EtcdBuilder {
     auto_compaction_retention: Option<String>,
     start_timeout: Duration,
     extra_args: Vec<String>,
+    client_tls: Option<ClientTls>,
+}
+
+/// TLS for etcd's client port (PEM files): clients then connect with
+/// `https://` URLs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTls {
+    /// The server certificate (its names must include `127.0.0.1`).
+    pub cert_file: PathBuf,
+    /// The server certificate's private key.
+    pub key_file: PathBuf,
+    /// The CA that client certificates must be signed by.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Require a client certificate signed by `trusted_ca_file` (mutual TLS).
+    pub client_cert_auth: bool,
 }
 
 impl Default for EtcdBuilder {
@@ -111,6 +126,7 @@ impl Default for EtcdBuilder {
             auto_compaction_retention: None,
             start_timeout: Duration::from_secs(10),
             extra_args: Vec::new(),
+            client_tls: None,
         }
     }
 }
@@ -143,6 +159,13 @@ impl EtcdBuilder {
         self
     }
 
+    /// Serves the client port over TLS. Health is checked on a separate
+    /// plain-HTTP metrics port, so the harness needs no TLS client.
+    pub fn client_tls(mut self, tls: ClientTls) -> Self {
+        self.client_tls = Some(tls);
+        self
+    }
+
     /// Starts etcd and waits until every member reports healthy.
     pub fn start(self) -> Result<Etcd, HarnessError> {
         let bin = find_etcd()?;
@@ -153,7 +176,12 @@ impl EtcdBuilder {
                 .tempdir()
                 .map_err(|source| io_error("creating a temporary directory", source))?;
             let token = format!("harness-{}-{attempt}", std::process::id());
-            let ports = free_ports(self.members * 2)?;
+            let ports = free_ports(self.members * 3)?;
+            let scheme = if self.client_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let members = (0..self.members)
                 .map(|i| {
                     let name = format!("member{i}");
@@ -161,8 +189,10 @@ impl EtcdBuilder {
                         data_dir: dir.path().join(format!("{name}.etcd")),
                         log_path: dir.path().join(format!("{name}.log")),
                         name,
-                        client_port: ports[2 * i],
-                        peer_port: ports[2 * i + 1],
+                        scheme,
+                        client_port: ports[3 * i],
+                        peer_port: ports[3 * i + 1],
+                        metrics_port: ports[3 * i + 2],
                         child: None,
                     }
                 })
@@ -192,8 +222,12 @@ impl EtcdBuilder {
 #[derive(Debug)]
 struct Member {
     name: String,
+    /// `http` or `https` for the client port.
+    scheme: &'static str,
     client_port: u16,
     peer_port: u16,
+    /// Plain HTTP `/health` and `/metrics`, also when clients use TLS.
+    metrics_port: u16,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -201,7 +235,11 @@ struct Member {
 
 impl Member {
     fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.client_port)
+    }
+
+    fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.metrics_port)
     }
 
     fn peer_url(&self) -> String {
@@ -427,6 +465,8 @@ impl Etcd {
             .arg(member.peer_url())
             .arg("--initial-advertise-peer-urls")
             .arg(member.peer_url())
+            .arg("--listen-metrics-urls")
+            .arg(member.metrics_url())
             .arg("--initial-cluster")
             .arg(&initial_cluster)
             .arg("--initial-cluster-state")
@@ -437,6 +477,19 @@ impl Etcd {
             .arg("zap")
             .arg("--log-outputs")
             .arg("stderr");
+        if let Some(tls) = &self.options.client_tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert_file)
+                .arg("--key-file")
+                .arg(&tls.key_file);
+            if let Some(ca) = &tls.trusted_ca_file {
+                command.arg("--trusted-ca-file").arg(ca);
+            }
+            if tls.client_cert_auth {
+                command.arg("--client-cert-auth");
+            }
+        }
         if let Some(retention) = &self.options.auto_compaction_retention {
             command.arg("--auto-compaction-retention").arg(retention);
         }
@@ -455,7 +508,7 @@ impl Etcd {
     fn wait_healthy(&mut self, index: usize, deadline: Instant) -> Result<(), HarnessError> {
         let start_timeout = self.options.start_timeout;
         let member = self.member_mut(index)?;
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, member.client_port));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, member.metrics_port));
         loop {
             let Some(child) = member.child.as_mut() else {
                 return Err(no_member(index));
@@ -552,8 +605,8 @@ fn free_ports(count: usize) -> Result<Vec<u16>, HarnessError> {
         .map_err(|e| io_error("reading a bound port", e))
 }
 
-/// etcd's `/health` answers `{"health":"true"}` once the member has a leader
-/// and can serve a linearizable read.
+/// etcd's `/health` (on the metrics port) answers `{"health":"true"}` once
+/// the member has a leader and can serve a linearizable read.
 fn is_healthy(addr: SocketAddr) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
         return false;
@@ -596,11 +649,7 @@ mod tests {
     #[test]
     fn starts_pauses_resumes_restarts_and_cleans_up() {
         let mut etcd = Etcd::start().unwrap();
-        let addr: SocketAddr = etcd
-            .endpoint()
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap();
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, etcd.members[0].metrics_port));
         assert!(is_healthy(addr));
 
         etcd.pause().unwrap();
@@ -663,13 +712,16 @@ mod tests {
         let mut etcd = Etcd::builder().members(3).start().unwrap();
         assert_eq!(etcd.endpoints().len(), 3);
         etcd.kill_member(1).unwrap();
-        let addr: SocketAddr = etcd
-            .member_endpoint(0)
-            .unwrap()
-            .trim_start_matches("http://")
-            .parse()
-            .unwrap();
-        assert!(is_healthy(addr), "two of three members keep a quorum");
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, etcd.members[0].metrics_port));
+        // If the killed member led, the others elect a new leader first.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_healthy(addr) {
+            assert!(
+                Instant::now() < deadline,
+                "two of three members keep a quorum"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
         etcd.restart_member(1).unwrap();
         assert!(etcd.is_running(1));
     }

@@ -128,6 +128,115 @@ async fn a_lower_server_txn_limit_is_reported_as_too_large() {
     ));
 }
 
+/// PEM files of a test CA, a server certificate for 127.0.0.1 and a client
+/// certificate, all signed by the CA.
+struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: String| std::fs::write(dir.path().join(name), pem).unwrap();
+
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "test CA");
+        write("ca.pem", ca.self_signed(&ca_key).unwrap().pem());
+        let issuer = Issuer::new(ca, ca_key);
+
+        let leaf = |names: Vec<String>, usage: ExtendedKeyUsagePurpose, file: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params = CertificateParams::new(names).unwrap();
+            params.extended_key_usages = vec![usage];
+            params.distinguished_name.push(DnType::CommonName, file);
+            write(
+                &format!("{file}.pem"),
+                params.signed_by(&key, &issuer).unwrap().pem(),
+            );
+            write(&format!("{file}-key.pem"), key.serialize_pem());
+        };
+        leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            "server",
+        );
+        leaf(vec![], ExtendedKeyUsagePurpose::ClientAuth, "client");
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+#[tokio::test]
+async fn mutual_tls_with_a_client_certificate() {
+    let pki = TestPki::new();
+    let etcd = Etcd::builder()
+        .client_tls(etcd_harness::ClientTls {
+            cert_file: pki.path("server.pem"),
+            key_file: pki.path("server-key.pem"),
+            trusted_ca_file: Some(pki.path("ca.pem")),
+            client_cert_auth: true,
+        })
+        .start()
+        .unwrap();
+    assert!(etcd.endpoint().starts_with("https://"));
+    let tls = |with_client_cert: bool| store_etcd::TlsConfig {
+        ca_cert: Some(pki.path("ca.pem")),
+        client_cert: with_client_cert.then(|| pki.path("client.pem")),
+        client_key: with_client_cert.then(|| pki.path("client-key.pem")),
+        domain_name: None,
+    };
+
+    let store = connect(EtcdConfig {
+        tls: Some(tls(true)),
+        ..test_config(&etcd)
+    })
+    .await;
+    let mut watch = store.watch("/tls/", 0).await.unwrap();
+    let applied = store
+        .apply(Batch::new().guard("/tls/k", 0).put("/tls/k", "v"))
+        .await
+        .expect("a write over mutual TLS");
+    let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.kv.mod_revision, applied.revision);
+
+    // Without a client certificate etcd refuses the connection.
+    let anonymous = connect(EtcdConfig {
+        tls: Some(tls(false)),
+        ..test_config(&etcd)
+    })
+    .await;
+    let error = anonymous.get("/tls/k").await.unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+
+    // A missing certificate file is a clear configuration error.
+    let mut broken = tls(true);
+    broken.ca_cert = Some(pki.path("missing.pem"));
+    match EtcdStore::connect(EtcdConfig {
+        tls: Some(broken),
+        ..test_config(&etcd)
+    })
+    .await
+    {
+        Err(StoreError::InvalidRequest { message }) => {
+            assert!(message.contains("missing.pem"), "{message}")
+        }
+        other => panic!("expected InvalidRequest naming the file, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn user_and_password_authentication() {
     let etcd = start_etcd();
