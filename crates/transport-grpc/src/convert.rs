@@ -737,3 +737,6 @@ pub fn reconcile_outcome(response: ac::ReconcileResponse) -> Result<(), ActionEr
         )))
     }
 }
+
+#[cfg(test)]
+mod tests;

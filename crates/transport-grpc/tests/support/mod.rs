@@ -1,0 +1,283 @@
+//! Fixtures for the gRPC tests: an in-test ActionController (a real tonic
+//! server on 127.0.0.1:0 that records what it receives), and a StateManager
+//! served over gRPC on the engine with a `MemoryStore`.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use engine::{Engine, EngineConfig};
+use state_store::{Batch, MemoryStore, StateStore};
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+use transport_grpc::proto::actioncontroller as ac;
+use transport_grpc::proto::actioncontroller::action_controller_connection_server::{
+    ActionControllerConnection, ActionControllerConnectionServer,
+};
+use transport_grpc::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
+use transport_grpc::{
+    ActionControllerClient, ActionControllerOptions, ServeError, ServeOptions, StateManagerClient,
+};
+
+/// What the test ActionController received.
+#[derive(Default)]
+pub struct Received {
+    pub reconciles: Mutex<Vec<ac::ReconcileRequest>>,
+    pub offloads: Mutex<Vec<ac::OffloadModelRequest>>,
+}
+
+impl Received {
+    /// Waits until `n` reconciles arrived (5 s at most) and returns them all.
+    pub async fn wait_for_reconciles(&self, n: usize) -> Vec<ac::ReconcileRequest> {
+        for _ in 0..500 {
+            if self.reconciles.lock().await.len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.reconciles.lock().await.clone()
+    }
+}
+
+struct TestActionController(Arc<Received>);
+
+#[tonic::async_trait]
+impl ActionControllerConnection for TestActionController {
+    async fn trigger_action(
+        &self,
+        _: Request<ac::TriggerActionRequest>,
+    ) -> Result<Response<ac::TriggerActionResponse>, Status> {
+        Err(Status::unimplemented("not used by the StateManager"))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<ac::ReconcileRequest>,
+    ) -> Result<Response<ac::ReconcileResponse>, Status> {
+        self.0.reconciles.lock().await.push(request.into_inner());
+        Ok(Response::new(ac::ReconcileResponse {
+            status: 0,
+            desc: "reconciling".into(),
+        }))
+    }
+
+    async fn complete_network_setting(
+        &self,
+        _: Request<ac::CompleteNetworkSettingRequest>,
+    ) -> Result<Response<ac::CompleteNetworkSettingResponse>, Status> {
+        Err(Status::unimplemented("not used by the StateManager"))
+    }
+
+    async fn offload_model(
+        &self,
+        request: Request<ac::OffloadModelRequest>,
+    ) -> Result<Response<ac::OffloadModelResponse>, Status> {
+        let request = request.into_inner();
+        let message = format!(
+            "offloading '{}' to '{}'",
+            request.model_name, request.target_node
+        );
+        self.0.offloads.lock().await.push(request);
+        Ok(Response::new(ac::OffloadModelResponse {
+            success: true,
+            message,
+            transition_id: "ac-1".into(),
+        }))
+    }
+}
+
+/// A running test ActionController; stops when dropped.
+pub struct ActionControllerServer {
+    pub url: String,
+    pub received: Arc<Received>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl ActionControllerServer {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let received = Arc::new(Received::default());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = ActionControllerConnectionServer::new(TestActionController(received.clone()));
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Self {
+            url,
+            received,
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+impl Drop for ActionControllerServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+    }
+}
+
+/// An address where nothing listens (bound, then released).
+pub async fn closed_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    drop(listener);
+    format!("http://{address}")
+}
+
+/// Engine settings for tests: no grace period, fast retries, short deadlines.
+pub fn config() -> EngineConfig {
+    let mut config = EngineConfig::default();
+    config.core.info_failure_grace = Duration::ZERO;
+    config.commit_timeout = Duration::from_secs(2);
+    config.recovery.base_backoff = Duration::from_millis(20);
+    config.recovery.max_backoff = Duration::from_millis(100);
+    config
+}
+
+pub fn action_options() -> ActionControllerOptions {
+    ActionControllerOptions {
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_secs(1),
+        ..ActionControllerOptions::default()
+    }
+}
+
+/// A StateManager served over gRPC on 127.0.0.1:0.
+pub struct StateManager {
+    pub store: Arc<dyn StateStore>,
+    pub url: String,
+    pub client: StateManagerClient,
+    pub raw: StateManagerConnectionClient<Channel>,
+    engine: Option<Engine>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+impl StateManager {
+    /// Scenario `s1` -> package `p1` = {m1, m2} on node `n1`, an engine on a
+    /// `MemoryStore` calling the ActionController at `action_controller`.
+    pub async fn start(action_controller: &str) -> Self {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        put(
+            store.as_ref(),
+            "Scenario/s1",
+            "kind: Scenario\nmetadata:\n  name: s1\nspec:\n  target: p1\n",
+        )
+        .await;
+        put(
+            store.as_ref(),
+            "Package/p1",
+            "kind: Package\nmetadata:\n  name: p1\nspec:\n  models:\n    - name: m1\n      node: n1\n    - name: m2\n      node: n1\n",
+        )
+        .await;
+        let action = ActionControllerClient::new(action_controller, &action_options())
+            .expect("valid address");
+        let engine = Engine::start(store.clone(), Arc::new(action), config())
+            .await
+            .expect("engine starts");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(transport_grpc::serve(
+            engine.handle(),
+            listener,
+            ServeOptions::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let client = StateManagerClient::connect(&url)
+            .await
+            .expect("connects")
+            .with_timeout(Duration::from_secs(5));
+        let raw = client.raw();
+        Self {
+            store,
+            url,
+            client,
+            raw,
+            engine: Some(engine),
+            stop: Some(stop),
+            server: Some(server),
+        }
+    }
+
+    /// Asks the server to stop and waits (5 s at most) for `serve` to return.
+    pub async fn stop_server(&mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let server = self.server.take().expect("server running");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns within 5 s of shutdown")
+            .expect("serve task does not panic")
+    }
+
+    pub async fn shutdown(mut self) {
+        if self.server.is_some() {
+            self.stop_server().await.expect("server stops cleanly");
+        }
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown().await;
+        }
+    }
+
+    pub async fn value(&self, key: &str) -> Option<String> {
+        self.store
+            .get(key)
+            .await
+            .expect("get")
+            .map(|kv| String::from_utf8(kv.value).expect("utf-8"))
+    }
+}
+
+impl Drop for StateManager {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+pub async fn put(store: &dyn StateStore, key: &str, value: &str) {
+    store
+        .apply(Batch::new().put(key, value))
+        .await
+        .expect("put");
+}
+
+/// A podman-like container of model `m` (`model-{m}` naming).
+pub fn container(
+    name: &str,
+    state: &[(&str, &str)],
+) -> transport_grpc::proto::monitoringserver::ContainerInfo {
+    transport_grpc::proto::monitoringserver::ContainerInfo {
+        id: format!("id-{name}"),
+        names: vec![format!("/{name}")],
+        image: "registry.local/app:1".into(),
+        state: state
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..Default::default()
+    }
+}
