@@ -396,6 +396,16 @@ impl Etcd {
         self.wait_healthy(index, deadline)
     }
 
+    /// Waits until every member reports healthy again (after
+    /// [`resume`](Self::resume), say), within the start timeout.
+    pub fn wait_until_healthy(&mut self) -> Result<(), HarnessError> {
+        let deadline = Instant::now() + self.options.start_timeout;
+        for index in 0..self.members.len() {
+            self.wait_healthy(index, deadline)?;
+        }
+        Ok(())
+    }
+
     /// `true` while member `index` has a process (running or paused).
     pub fn is_running(&self, index: usize) -> bool {
         self.members
@@ -657,6 +667,7 @@ mod tests {
         assert!(!is_healthy(addr), "a stopped etcd must not answer");
         assert!(started.elapsed() < Duration::from_secs(5));
         etcd.resume().unwrap();
+        etcd.wait_until_healthy().unwrap();
         assert!(is_healthy(addr));
 
         let pid = etcd.pid().unwrap();

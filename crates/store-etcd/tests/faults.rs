@@ -449,3 +449,57 @@ async fn a_three_member_cluster_keeps_serving_when_a_member_dies() {
         Some("2-9")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_cluster_member_is_routed_around_by_writes_and_the_watch() {
+    // A frozen member keeps its TCP connections open and answers nothing, as
+    // a partitioned host does. HTTP/2 keep-alive declares its connection dead
+    // (etcd must allow pings that often), and calls stuck on it are abandoned
+    // after `attempt_timeout` and sent again.
+    let mut etcd = Etcd::builder()
+        .members(3)
+        .arg("--grpc-keepalive-min-time=500ms")
+        .start()
+        .unwrap();
+    let config = EtcdConfig {
+        request_timeout: Duration::from_secs(8),
+        attempt_timeout: Duration::from_secs(1),
+        keep_alive_interval: Duration::from_secs(1),
+        keep_alive_timeout: Duration::from_secs(1),
+        ..test_config(&etcd)
+    };
+    let store = connect(config).await;
+    let start = store.revision().await.unwrap() + 1;
+    let mut watch = store.watch("/frozen/", start).await.unwrap();
+    let mut revision = 0;
+    let mut written = Vec::new();
+    for victim in 0..etcd.member_count() {
+        etcd.pause_member(victim).unwrap();
+        let mut slowest = Duration::ZERO;
+        for i in 0..5 {
+            let (result, took) = timed(
+                store.apply(
+                    Batch::new()
+                        .guard("/frozen/k", revision)
+                        .put("/frozen/k", format!("{victim}-{i}")),
+                ),
+            )
+            .await;
+            revision = result
+                .unwrap_or_else(|e| panic!("write {i} with member {victim} frozen: {e}"))
+                .revision;
+            assert!(took < Duration::from_secs(8), "write took {took:?}");
+            slowest = slowest.max(took);
+            written.push(revision);
+        }
+        println!("member {victim} frozen: slowest of 5 guarded writes took {slowest:?}");
+        // The watch delivers them, whichever member it was connected to.
+        for expected in &written[written.len() - 5..] {
+            let event = next_event(&mut watch).await;
+            assert_eq!(event.kv.mod_revision, *expected);
+        }
+        etcd.resume_member(victim).unwrap();
+        etcd.wait_until_healthy().unwrap();
+    }
+    assert_quiet(&mut watch).await;
+}
