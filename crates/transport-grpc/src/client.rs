@@ -91,6 +91,8 @@ pub struct StateManagerClient {
 /// The default per-call timeout of [`StateManagerClient`].
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The largest answer read (a listing of many resources may be large).
+const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
 fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
     Ok(Endpoint::from_shared(address.to_owned())
@@ -127,7 +129,7 @@ impl StateManagerClient {
     pub fn from_channel(channel: Channel) -> Self {
         Self {
             client: StateManagerConnectionClient::new(channel)
-                .max_decoding_message_size(DEFAULT_MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_ANSWER_BYTES)
                 .max_encoding_message_size(DEFAULT_MAX_MESSAGE_BYTES),
             timeout: DEFAULT_CLIENT_TIMEOUT,
         }

@@ -59,11 +59,10 @@ impl StateManagerService {
     }
 
     /// The tonic server for this service, decoding requests of at most
-    /// `max_message_bytes`.
+    /// `max_message_bytes` (answers are not limited: a long listing may be
+    /// larger than any request).
     pub fn into_server(self, max_message_bytes: usize) -> StateManagerConnectionServer<Self> {
-        StateManagerConnectionServer::new(self)
-            .max_decoding_message_size(max_message_bytes)
-            .max_encoding_message_size(max_message_bytes)
+        StateManagerConnectionServer::new(self).max_decoding_message_size(max_message_bytes)
     }
 }
 
@@ -246,6 +245,20 @@ impl StateManagerConnection for StateManagerService {
             .history(kind, &request.resource_name, query)
             .await
         {
+            // No history: say "not found" when the name is also known nowhere.
+            Ok(entries)
+                if entries.is_empty()
+                    && matches!(
+                        self.engine.get_state(kind, &request.resource_name).await,
+                        Ok(None) | Err(engine::EngineError::NotFound(_))
+                    ) =>
+            {
+                Ok(Response::new(sm::ResourceStateHistoryResponse {
+                    history: Vec::new(),
+                    success: false,
+                    message: format!("{kind} '{}' not found", request.resource_name),
+                }))
+            }
             Ok(entries) => Ok(Response::new(sm::ResourceStateHistoryResponse {
                 history: entries
                     .into_iter()

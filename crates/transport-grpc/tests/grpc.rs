@@ -436,6 +436,36 @@ async fn queries_answer_defaults_not_found_and_lists() {
     );
 
     let mut raw = sm.raw.clone();
+    let no_history = raw
+        .get_resource_state_history(sm::ResourceStateHistoryRequest {
+            resource_type: 2,
+            resource_name: "nowhere".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("answers")
+        .into_inner();
+    assert!(!no_history.success);
+    assert!(
+        no_history.message.contains("not found"),
+        "{}",
+        no_history.message
+    );
+    let empty = raw
+        .get_resource_state_history(sm::ResourceStateHistoryRequest {
+            resource_type: 1,
+            resource_name: "never-seen".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("answers")
+        .into_inner();
+    assert!(
+        empty.success,
+        "a never-seen scenario is Idle, with no history"
+    );
+    assert!(empty.history.is_empty());
+
     raw.send_state_change(change(1, "s2", "Idle", "Waiting", "t"))
         .await
         .expect("answers");
@@ -669,4 +699,104 @@ async fn an_invalid_action_controller_address_is_an_error_not_a_panic() {
         ActionControllerClient::new("not a uri at all", &ActionControllerOptions::default())
             .expect_err("invalid");
     assert!(error.to_string().contains("not a uri at all"), "{error}");
+}
+
+#[tokio::test]
+async fn a_subscription_outlives_the_request_timeout() {
+    let ac = ActionControllerServer::start().await;
+    let options = transport_grpc::ServeOptions {
+        request_timeout: Duration::from_millis(200),
+        ..transport_grpc::ServeOptions::default()
+    };
+    let sm = StateManager::start_with(&ac.url, support::config(), options).await;
+    let mut events = sm
+        .client
+        .subscribe(&EventFilter::default())
+        .await
+        .expect("subscribed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let answer = sm
+        .client
+        .send_state_change(ResourceKind::Scenario, "s1", "", "waiting", "FilterGateway")
+        .await
+        .expect("answers");
+    assert_eq!(
+        answer.code,
+        statemachine_core::ErrorCode::Success,
+        "{answer:?}"
+    );
+    let delivery = tokio::time::timeout(Duration::from_secs(5), events.next())
+        .await
+        .expect("an event within 5 s")
+        .expect("the stream is still open")
+        .expect("readable");
+    assert!(
+        matches!(delivery, Delivery::Event(ref e) if e.resource_name == "s1"),
+        "{delivery:?}"
+    );
+    sm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_subscriber_is_told_how_many_events_it_missed() {
+    use transport_grpc::StateManagerService;
+    use transport_grpc::proto::statemanager::state_manager_connection_server::StateManagerConnection;
+
+    let ac = ActionControllerServer::start().await;
+    let mut config = support::config();
+    config.event_buffer = 2;
+    let sm =
+        StateManager::start_with(&ac.url, config, transport_grpc::ServeOptions::default()).await;
+    let service = StateManagerService::new(sm.handle());
+    let mut stream = service
+        .subscribe_to_state_changes(tonic::Request::new(
+            sm::StateChangeSubscriptionRequest::default(),
+        ))
+        .await
+        .expect("subscribed")
+        .into_inner();
+    // Six changes commit while nobody reads the stream.
+    for i in 0..6 {
+        let answer = sm
+            .client
+            .send_state_change(
+                ResourceKind::Scenario,
+                &format!("x{i}"),
+                "",
+                "waiting",
+                "FilterGateway",
+            )
+            .await
+            .expect("answers");
+        assert_eq!(
+            answer.code,
+            statemachine_core::ErrorCode::Success,
+            "{answer:?}"
+        );
+    }
+    let first = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an item")
+        .expect("open")
+        .expect("not an error");
+    assert_eq!(first.event_type, sm::EventType::Warning as i32, "{first:?}");
+    let missed: u64 = first.metadata["lagged_events"].parse().expect("a count");
+    assert!(missed >= 4, "missed {missed}");
+    assert!(
+        first.description.contains(&missed.to_string()),
+        "{}",
+        first.description
+    );
+    // Then the newest events follow.
+    let next = tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("an item")
+        .expect("open")
+        .expect("not an error");
+    assert_eq!(
+        next.event_type,
+        sm::EventType::StateChange as i32,
+        "{next:?}"
+    );
+    sm.shutdown().await;
 }

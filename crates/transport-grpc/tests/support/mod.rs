@@ -172,6 +172,15 @@ impl StateManager {
     /// Scenario `s1` -> package `p1` = {m1, m2} on node `n1`, an engine on a
     /// `MemoryStore` calling the ActionController at `action_controller`.
     pub async fn start(action_controller: &str) -> Self {
+        Self::start_with(action_controller, config(), ServeOptions::default()).await
+    }
+
+    /// As [`StateManager::start`], with the given engine and server settings.
+    pub async fn start_with(
+        action_controller: &str,
+        engine_config: EngineConfig,
+        options: ServeOptions,
+    ) -> Self {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
         put(
             store.as_ref(),
@@ -187,7 +196,7 @@ impl StateManager {
         .await;
         let action = ActionControllerClient::new(action_controller, &action_options())
             .expect("valid address");
-        let engine = Engine::start(store.clone(), Arc::new(action), config())
+        let engine = Engine::start(store.clone(), Arc::new(action), engine_config)
             .await
             .expect("engine starts");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -196,7 +205,7 @@ impl StateManager {
         let server = tokio::spawn(transport_grpc::serve(
             engine.handle(),
             listener,
-            ServeOptions::default(),
+            options,
             async {
                 let _ = stopped.await;
             },
@@ -215,6 +224,11 @@ impl StateManager {
             stop: Some(stop),
             server: Some(server),
         }
+    }
+
+    /// The engine's handle, to call the service without the network.
+    pub fn handle(&self) -> engine::EngineHandle {
+        self.engine.as_ref().expect("engine running").handle()
     }
 
     /// Asks the server to stop and waits (5 s at most) for `serve` to return.
