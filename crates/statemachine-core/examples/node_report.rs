@@ -262,7 +262,7 @@ fn print_plan(p: &Plan) -> Result<(), String> {
     if p.changes.is_empty() {
         println!("   state key writes: none");
     } else {
-        println!("   state key writes (one transaction, bottom-up):");
+        println!("   state key writes (one transaction):");
         for c in &p.changes {
             println!(
                 "     {}: {} -> {}   ({})",
