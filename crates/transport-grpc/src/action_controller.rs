@@ -80,7 +80,7 @@ impl ActionControllerClient {
             .timeout(options.request_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(options.keepalive_interval)
-            .keep_alive_timeout(options.connect_timeout.max(Duration::from_secs(1)))
+            .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(false);
         Ok(Self {
             client: ActionControllerConnectionClient::new(endpoint.connect_lazy()),
