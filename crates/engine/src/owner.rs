@@ -453,6 +453,8 @@ impl Owner {
                     }
                 }
                 _ = sleep => {
+                    // Deadlines up to now are handled by this tick.
+                    self.last_tick_ns = self.clock.now_ns();
                     self.process(vec![Pending::Tick]).await;
                 }
             }
