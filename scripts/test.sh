@@ -13,4 +13,5 @@ if cargo nextest --version >/dev/null 2>&1; then
     cargo test --workspace --doc
 else
     cargo test --workspace --all-targets --no-fail-fast "$@"
+    cargo test --workspace --doc
 fi

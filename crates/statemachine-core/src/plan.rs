@@ -694,20 +694,24 @@ fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest, now: i64) 
     if let Some(claimed) = claimed
         && claimed != from
     {
-        if s.config.scenario_policy.strict_current_state {
-            return reject(
-                ErrorCode::PreconditionFailed,
-                format!("{kind} '{name}' is '{from}', not '{claimed}'"),
-                "current_state must match the recorded state",
-            );
-        }
         note = format!(" (the request said current state '{claimed}'; the record said '{from}')");
     }
+    // A request for the recorded state is a safe retry, strict or not.
     if from == target {
         return Cascade::new(s, now).finish(
             format!("{kind} '{name}' is already '{target}'; nothing to do{note}"),
             Vec::new(),
             None,
+        );
+    }
+    if let Some(claimed) = claimed
+        && claimed != from
+        && s.config.scenario_policy.strict_current_state
+    {
+        return reject(
+            ErrorCode::PreconditionFailed,
+            format!("{kind} '{name}' is '{from}', not '{claimed}'"),
+            "current_state must match the recorded state",
         );
     }
 
@@ -890,6 +894,11 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
         gone.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (name, entry) in gone {
             affect(entry.model.as_str());
+            // Moved, not vanished: another node reports it now (offloading).
+            // Container keys are not scoped by node, so its key stays.
+            if reported_elsewhere(s, node, name, &entry.model) {
+                continue;
+            }
             cascade.set_container(name, None, Reason::Vanished);
             // Vanishing is a failure only while a definition references the model.
             if s.topology.is_model_referenced(&entry.model) {
@@ -945,6 +954,20 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
     )
 }
 
+/// Whether a node other than `node` currently reports `container` of `model`.
+fn reported_elsewhere(s: &Snapshot, node: &str, container: &str, model: &str) -> bool {
+    s.model_index.get(model).is_some_and(|entries| {
+        entries.iter().any(|(other, c)| {
+            other != node
+                && c == container
+                && s.nodes
+                    .get(other)
+                    .and_then(|e| e.record.containers.get(c))
+                    .is_some_and(|e| !e.missing)
+        })
+    })
+}
+
 fn plan_tick(s: &Snapshot, now: i64) -> Plan {
     let mut models: BTreeSet<&str> = BTreeSet::new();
     for (node, containers) in &s.failing {
@@ -977,18 +1000,6 @@ fn plan_tick(s: &Snapshot, now: i64) -> Plan {
 
 fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Plan {
     let mut cascade = Cascade::new(s, now);
-    // ETCD-CONTRACT: a new Scenario/ definition without a state key starts Idle.
-    for scenario in &affected.scenarios {
-        if s.topology.scenario(scenario).is_some() && !s.scenarios.contains_key(scenario) {
-            cascade.push(
-                ResourceKind::Scenario,
-                scenario,
-                None,
-                Some(AnyState::Scenario(ScenarioState::Idle)),
-                Reason::Defined,
-            );
-        }
-    }
     // A model withdrawn from every definition loses its keys and its node entries.
     let mut node_records: HashMap<&str, NodeRecord> = HashMap::new();
     let mut evaluate = Vec::new();
@@ -1012,6 +1023,19 @@ fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Pla
     cascade.evaluate_models(evaluate);
     // A new Package/ definition is evaluated (Idle while its models are Created).
     cascade.evaluate_packages(affected.packages.iter().map(String::as_str));
+    // ETCD-CONTRACT: a new Scenario/ definition without a state key starts
+    // Idle (written last: bottom-up).
+    for scenario in &affected.scenarios {
+        if s.topology.scenario(scenario).is_some() && !s.scenarios.contains_key(scenario) {
+            cascade.push(
+                ResourceKind::Scenario,
+                scenario,
+                None,
+                Some(AnyState::Scenario(ScenarioState::Idle)),
+                Reason::Defined,
+            );
+        }
+    }
     let mut nodes: Vec<NodeChange> = node_records
         .into_iter()
         .map(|(node, record)| {

@@ -162,6 +162,52 @@ fn the_record_is_the_truth_and_a_stale_current_state_is_reported() {
 }
 
 #[test]
+fn a_retry_is_a_no_op_even_in_strict_mode() {
+    let strict = CoreConfig {
+        scenario_policy: ScenarioPolicy {
+            strict_current_state: true,
+            ..Default::default()
+        },
+        ..CoreConfig::default()
+    };
+    let mut s = infotainment(strict);
+    let req = request(RequestKind::Scenario, "s1", "Idle", "Waiting");
+    step(&mut s, Input::StateChange(&req), 0);
+    let retry = plan(&s, Input::StateChange(&req), 0);
+    assert!(
+        retry
+            .outcome
+            .as_ref()
+            .unwrap()
+            .contains("already 'Waiting'"),
+        "{:?}",
+        retry.outcome
+    );
+    assert!(retry.writes_nothing());
+}
+
+#[test]
+fn a_container_that_moved_to_another_node_keeps_its_key() {
+    let mut s = infotainment(config_grace(Duration::ZERO));
+    step(
+        &mut s,
+        Input::NodeReport(&report("n1", vec![container("m1-main", "running")])),
+        0,
+    );
+    // Offloaded: n2 reports it, then n1's next report no longer has it.
+    step(
+        &mut s,
+        Input::NodeReport(&report("n2", vec![container("m1-main", "running")])),
+        SEC,
+    );
+    let p = step(&mut s, Input::NodeReport(&report("n1", vec![])), 2 * SEC);
+    assert!(changes(&p).is_empty(), "{:?}", changes(&p));
+    assert_eq!(state(&s, C, "m1-main").as_deref(), Some("Running"));
+    assert_eq!(state(&s, M, "m1").as_deref(), Some("Running"));
+    assert_eq!(s.next_deadline(2 * SEC), None, "no information failure");
+}
+
+#[test]
 fn a_request_for_the_recorded_state_is_a_successful_no_op() {
     let mut s = infotainment(CoreConfig::default());
     step(
@@ -882,7 +928,7 @@ fn new_scenario_and_package_definitions_start_idle() {
     let p = step(&mut s, Input::Reevaluate(&affected), 0);
     assert_eq!(
         changes(&p),
-        ["scenario/s9: - -> Idle", "package/p9: - -> Idle"]
+        ["package/p9: - -> Idle", "scenario/s9: - -> Idle"],
     );
     // Seen again: nothing more.
     assert!(plan(&s, Input::Reevaluate(&affected), 0).writes_nothing());
