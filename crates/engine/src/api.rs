@@ -142,6 +142,11 @@ impl EngineHandle {
             .map_err(|_| EngineError::Timeout(deadline))?
     }
 
+    /// Whether the engine still processes inputs (for health checks).
+    pub fn is_running(&self) -> bool {
+        !self.commands.is_closed()
+    }
+
     /// Validates and applies a requested state change; answers after the
     /// commit (SUCCESS means durable) or with the rejection.
     pub async fn change_state(&self, request: StateChangeRequest) -> ChangeAnswer {
