@@ -145,9 +145,11 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
+    /// 8 attempts: the backoff (25 ms doubling, capped at 1 s) spans about
+    /// 2.5 s, long enough to ride through an etcd leader election.
     fn default() -> Self {
         Self {
-            max_attempts: 4,
+            max_attempts: 8,
             base_backoff: Duration::from_millis(25),
             max_backoff: Duration::from_secs(1),
         }
