@@ -309,3 +309,39 @@ async fn reconcile_retries_back_off_and_escalate_once() {
     );
     engine.shutdown().await;
 }
+
+/// The reconcile request carries the scenario targeting the package, and is
+/// made exactly once (mockall verifies the count when the mock drops).
+#[tokio::test]
+async fn the_reconcile_names_the_scenario_of_the_failed_package() {
+    let store = memory();
+    define_infotainment(store.as_ref()).await;
+    let mut action = engine::MockActionPort::new();
+    let (delivered_tx, mut delivered) = tokio::sync::mpsc::unbounded_channel();
+    action
+        .expect_reconcile()
+        .withf(|r| r.scenario == "s1" && r.package == "p1" && r.package_state == "Error")
+        .times(1)
+        .returning(move |_| {
+            let _ = delivered_tx.send(());
+            Ok(())
+        });
+    let engine = Engine::start(store, Arc::new(action), config())
+        .await
+        .unwrap();
+    let dead = report(
+        "n1",
+        vec![
+            container("model-m1", &[("Status", "dead")]),
+            container("model-m2", &[("Status", "dead")]),
+        ],
+    );
+    assert_eq!(
+        engine.handle().report_containers(dead).await.code,
+        ErrorCode::Success
+    );
+    tokio::time::timeout(Duration::from_secs(5), delivered.recv())
+        .await
+        .expect("reconcile within 5 s");
+    engine.shutdown().await;
+}
