@@ -154,27 +154,51 @@ pub fn model_state(containers: &[ContainerState]) -> ModelState {
         .model_state()
 }
 
+/// Accumulates model states for [`package_state`] without allocating.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModelSet(u8);
+
+impl ModelSet {
+    /// Adds a model state.
+    pub fn add(&mut self, state: ModelState) {
+        self.0 |= 1 << (state as u8);
+    }
+
+    /// The package state these models give (STATE-MACHINES.md §3).
+    pub fn package_state(self) -> PackageState {
+        let mask = self.0;
+        let only = |state: ModelState| mask == 1 << (state as u8);
+        let dead = 1u8 << (ModelState::Dead as u8);
+        if mask == 0 || only(ModelState::Created) {
+            PackageState::Idle
+        } else if only(ModelState::Dead) {
+            PackageState::Error
+        } else if mask & dead != 0 {
+            PackageState::Degraded
+        } else if only(ModelState::Paused) {
+            PackageState::Paused
+        } else if only(ModelState::Exited) {
+            PackageState::Exited
+        } else {
+            PackageState::Running
+        }
+    }
+}
+
+impl FromIterator<ModelState> for ModelSet {
+    fn from_iter<I: IntoIterator<Item = ModelState>>(iter: I) -> Self {
+        let mut set = ModelSet::default();
+        iter.into_iter().for_each(|s| set.add(s));
+        set
+    }
+}
+
 /// Derives a package's state from its models (STATE-MACHINES.md §3).
 ///
 /// Order: Idle (no models, or all Created), Error (all Dead), Degraded (some
 /// Dead), Paused (all), Exited (all), Running.
 pub fn package_state(models: &[ModelState]) -> PackageState {
-    let mask = models.iter().fold(0u8, |mask, s| mask | 1 << (*s as u8));
-    let only = |state: ModelState| mask == 1 << (state as u8);
-    let dead = 1u8 << (ModelState::Dead as u8);
-    if mask == 0 || only(ModelState::Created) {
-        PackageState::Idle
-    } else if only(ModelState::Dead) {
-        PackageState::Error
-    } else if mask & dead != 0 {
-        PackageState::Degraded
-    } else if only(ModelState::Paused) {
-        PackageState::Paused
-    } else if only(ModelState::Exited) {
-        PackageState::Exited
-    } else {
-        PackageState::Running
-    }
+    models.iter().copied().collect::<ModelSet>().package_state()
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::fastmap::{FastMap, FastSet};
 
-use crate::derive::{ContainerSet, container_state, package_state};
+use crate::derive::{ContainerSet, ModelSet, container_state};
 use crate::error::{ErrorCode, Rejection};
 use crate::name::{ResourceKind, validate};
 use crate::record::{NodeContainer, NodeRecord, OutboxRecord};
@@ -586,11 +586,11 @@ impl<'a> Cascade<'a> {
             if topology.package(package).is_none() {
                 continue;
             }
-            let models: Vec<ModelState> = topology
+            let models: ModelSet = topology
                 .models_of(package)
                 .map(|m| self.model(m.as_str()).unwrap_or(ModelState::Created))
                 .collect();
-            self.set_package(package, package_state(&models), Reason::Derived);
+            self.set_package(package, models.package_state(), Reason::Derived);
         }
     }
 }
@@ -823,10 +823,21 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
             );
         }
         let state = container_state(&c.state);
+        // (Empty maps are common: skip hashing the keys at all.)
         let model = s.topology.model_for_container(
             name,
-            |k| c.annotations.get(k).map(String::as_str),
-            |k| c.config.get(k).map(String::as_str),
+            |k| {
+                (!c.annotations.is_empty())
+                    .then(|| c.annotations.get(k))
+                    .flatten()
+                    .map(String::as_str)
+            },
+            |k| {
+                (!c.config.is_empty())
+                    .then(|| c.config.get(k))
+                    .flatten()
+                    .map(String::as_str)
+            },
             mapping,
         );
         entries.push((name, state, model));
@@ -850,8 +861,11 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
     // when something differs (W3: quiet reports write nothing).
     let mut same = 0usize;
     let mut changed = false;
+    // Previous entries seen again; when all are, none vanished.
+    let mut matched = 0usize;
     for (name, state, model) in entries {
         let prev_entry = prev_record.and_then(|r| r.containers.get(name));
+        matched += usize::from(prev_entry.is_some());
         if let Some(prev_entry) = prev_entry
             && Some(prev_entry.model.as_str()) != model
         {
@@ -884,7 +898,7 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
         cascade.set_container(name, Some(state), Reason::Derived);
         affect(model);
     }
-    if let Some(prev_record) = prev_record {
+    if let Some(prev_record) = prev_record.filter(|r| r.containers.len() > matched) {
         // Sorted, so a plan does not depend on the hash order.
         let mut gone: Vec<(&'a String, &'a NodeContainer)> = prev_record
             .containers
