@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use crate::Revision;
+use crate::{Revision, StoreError};
 
 /// A compare guard of a [`Batch`]: the key's `mod_revision` must equal
 /// `mod_revision` (0: the key must not exist).
@@ -80,6 +80,31 @@ impl Batch {
     /// `true` when the batch has neither guards nor ops.
     pub fn is_empty(&self) -> bool {
         self.guards.is_empty() && self.ops.is_empty()
+    }
+
+    /// What every store does before applying a batch: [`Batch::normalize`],
+    /// then the transaction size limit (guards and ops each at most
+    /// `max_txn_ops`, as etcd's `--max-txn-ops`), then no empty key.
+    pub fn validated(self, max_txn_ops: usize) -> Result<Batch, StoreError> {
+        let batch = self.normalize().map_err(|key| StoreError::InvalidRequest {
+            message: format!("the batch has contradicting guards on key '{key}'"),
+        })?;
+        for count in [batch.guards.len(), batch.ops.len()] {
+            if count > max_txn_ops {
+                return Err(StoreError::TooLarge {
+                    ops: count,
+                    limit: max_txn_ops,
+                });
+            }
+        }
+        if batch.guards.iter().any(|guard| guard.key.is_empty())
+            || batch.ops.iter().any(|op| op.key().is_empty())
+        {
+            return Err(StoreError::InvalidRequest {
+                message: "the batch names an empty key".to_owned(),
+            });
+        }
+        Ok(batch)
     }
 
     /// Merges ops and guards that name the same key, since etcd rejects a

@@ -432,20 +432,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
-        let batch = batch
-            .normalize()
-            .map_err(|key| invalid(format!("the batch has contradicting guards on key '{key}'")))?;
-        let limit = self.shared.config.max_txn_ops;
-        for count in [batch.guards.len(), batch.ops.len()] {
-            if count > limit {
-                return Err(StoreError::TooLarge { ops: count, limit });
-            }
-        }
-        if batch.guards.iter().any(|guard| guard.key.is_empty())
-            || batch.ops.iter().any(|op| op.key().is_empty())
-        {
-            return Err(invalid("the batch names an empty key"));
-        }
+        let batch = batch.validated(self.shared.config.max_txn_ops)?;
 
         let mut inner = self.shared.lock();
         // All guards are checked before anything is written: all or nothing.

@@ -428,20 +428,7 @@ impl StateStore for EtcdStore {
     }
 
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
-        let batch = batch
-            .normalize()
-            .map_err(|key| invalid(format!("the batch has contradicting guards on key '{key}'")))?;
-        let limit = self.shared.config.max_txn_ops;
-        for count in [batch.guards.len(), batch.ops.len()] {
-            if count > limit {
-                return Err(StoreError::TooLarge { ops: count, limit });
-            }
-        }
-        if batch.guards.iter().any(|g| g.key.is_empty())
-            || batch.ops.iter().any(|op| op.key().is_empty())
-        {
-            return Err(invalid("the batch names an empty key"));
-        }
+        let batch = batch.validated(self.shared.config.max_txn_ops)?;
         if batch.is_empty() {
             let revision = self.shared.revision().await?;
             return Ok(Applied { revision });
