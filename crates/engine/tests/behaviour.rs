@@ -466,6 +466,49 @@ mod bodies {
         engine.shutdown().await;
     }
 
+    /// An input whose writes exceed one transaction (`max_txn_ops`) is split
+    /// bottom-up and answered after the last part; the result is complete.
+    pub async fn large_inputs_are_split_into_several_transactions(store: Arc<dyn StateStore>) {
+        define_infotainment(store.as_ref()).await;
+        let mut config = config();
+        config.max_txn_ops = 4;
+        let (engine, action) = start(store.clone(), config).await;
+        let h = engine.handle();
+        let metrics = engine.metrics();
+        let mut containers = vec![
+            container("model-m1", &[("Status", "dead")]),
+            container("model-m2", &[("Status", "dead")]),
+        ];
+        containers.extend((0..6).map(|i| {
+            let mut c = container(&format!("extra-{i}"), &[("Status", "running")]);
+            c.annotations.insert("model".into(), "m1".into());
+            c
+        }));
+        let before = metrics.commits.load(Ordering::SeqCst);
+        let answer = h.report_containers(report("n1", containers)).await;
+        assert_success(answer.code, &answer.message);
+        let commits = metrics.commits.load(Ordering::SeqCst) - before;
+        assert!(commits >= 4, "split into {commits} transactions");
+        for i in 0..6 {
+            assert_eq!(
+                value(store.as_ref(), &format!("/container/extra-{i}/state"))
+                    .await
+                    .as_deref(),
+                Some("Running")
+            );
+        }
+        assert_eq!(
+            value(store.as_ref(), "/model/m1/state").await.as_deref(),
+            Some("Dead")
+        );
+        assert_eq!(
+            value(store.as_ref(), "/package/p1/state").await.as_deref(),
+            Some("Error")
+        );
+        assert_eq!(action.wait_for(1).await.len(), 1);
+        engine.shutdown().await;
+    }
+
     /// A container that vanished from its node's report loses its key; its
     /// model (still defined) is Dead after the grace period.
     pub async fn vanished_containers(store: Arc<dyn StateStore>) {
@@ -528,4 +571,5 @@ on_both_stores!(
     subscribers_see_committed_transitions,
     new_definitions_start_idle,
     vanished_containers,
+    large_inputs_are_split_into_several_transactions,
 );
