@@ -1,0 +1,198 @@
+//! Wiring: store, engine, ActionController client, gRPC server, metrics;
+//! then waiting for a signal and shutting down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use engine::Engine;
+use state_store::{MemoryStore, StateStore};
+use store_etcd::{EtcdConfig, EtcdStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+use transport_grpc::{ActionControllerClient, ServeError};
+
+use crate::config::{Settings, StoreSettings};
+use crate::metrics;
+use crate::signals::Signals;
+
+/// How often the daemon checks that the engine still runs.
+const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until SIGINT or SIGTERM (then `Ok`), or until something
+/// it cannot go on without fails (then `Err`).
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("installing the signal handlers")?;
+
+    let grpc_listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen for gRPC on {}", settings.listen))?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(address) => Some(metrics::bind(address).await?),
+        None => None,
+    };
+
+    let (store, etcd) = open_store(&settings.store).await?;
+    let action = ActionControllerClient::new(&settings.action_controller, &settings.action)
+        .context("building the ActionController client")?;
+    info!(
+        "ActionController at {} (reconcile requests wait in the outbox while it is down)",
+        action.address()
+    );
+
+    let engine = Engine::start(store, Arc::new(action), settings.engine.clone())
+        .await
+        .context("starting the engine: loading the states from the store failed")?;
+    let handle = engine.handle();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let metrics_task = match metrics_listener {
+        Some(listener) => {
+            let address = local_address(&listener)?;
+            let sources = metrics::Sources {
+                metrics: engine.metrics(),
+                engine: handle.clone(),
+                etcd,
+                stopping: stopping.clone(),
+            };
+            info!("metrics on {address}");
+            Some(tokio::spawn(metrics::serve(
+                listener,
+                sources,
+                stop_rx.clone(),
+            )))
+        }
+        None => None,
+    };
+
+    let grpc_address = local_address(&grpc_listener)?;
+    let mut grpc_stop = stop_rx.clone();
+    let mut grpc: JoinHandle<Result<(), ServeError>> = tokio::spawn(transport_grpc::serve(
+        handle.clone(),
+        grpc_listener,
+        settings.serve.clone(),
+        async move {
+            let _ = grpc_stop.wait_for(|stop| *stop).await;
+        },
+    ));
+    info!("listening on {grpc_address}");
+
+    let mut check = tokio::time::interval(ENGINE_CHECK_INTERVAL);
+    let outcome: anyhow::Result<()> = loop {
+        tokio::select! {
+            signal = signals.recv() => {
+                info!("received {signal}: shutting down (a second signal stops waiting)");
+                break Ok(());
+            }
+            served = &mut grpc => {
+                break Err(match served {
+                    Ok(Ok(())) => anyhow::anyhow!("the gRPC server stopped unexpectedly"),
+                    Ok(Err(error)) => anyhow::Error::new(error).context("the gRPC server failed"),
+                    Err(error) => anyhow::Error::new(error).context("the gRPC server task failed"),
+                });
+            }
+            _ = check.tick() => {
+                if !handle.is_running() {
+                    break Err(anyhow::anyhow!("the engine stopped unexpectedly"));
+                }
+            }
+        }
+    };
+    if let Err(error) = &outcome {
+        error!("{error:#}; shutting down");
+    }
+
+    // Stop accepting; drain in-flight requests (bounded); then the engine.
+    stopping.store(true, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    let limit = settings.shutdown_timeout;
+    if !grpc.is_finished() {
+        tokio::select! {
+            served = tokio::time::timeout(limit, &mut grpc) => match served {
+                Ok(Ok(Ok(()))) => info!("gRPC server drained"),
+                Ok(Ok(Err(error))) => warn!("gRPC server ended with an error: {error}"),
+                Ok(Err(error)) => warn!("gRPC server task failed: {error}"),
+                Err(_) => {
+                    warn!("in-flight gRPC requests did not finish within {limit:?}; dropping them");
+                    grpc.abort();
+                }
+            },
+            signal = signals.recv() => {
+                warn!("received {signal} again: not waiting for in-flight gRPC requests");
+                grpc.abort();
+            }
+        }
+    }
+    tokio::select! {
+        stopped = tokio::time::timeout(limit, engine.shutdown()) => match stopped {
+            Ok(()) => info!("engine stopped"),
+            Err(_) => warn!("the engine did not stop within {limit:?}; leaving it"),
+        },
+        signal = signals.recv() => warn!("received {signal} again: not waiting for the engine"),
+    }
+    if let Some(task) = metrics_task
+        && tokio::time::timeout(Duration::from_secs(1), task)
+            .await
+            .is_err()
+    {
+        warn!("the metrics endpoint did not stop within 1s");
+    }
+    if outcome.is_ok() {
+        info!("stopped");
+    }
+    outcome
+}
+
+fn local_address(listener: &TcpListener) -> anyhow::Result<SocketAddr> {
+    listener
+        .local_addr()
+        .context("reading the bound listening address")
+}
+
+/// Opens the configured store; for etcd, checks that it answers.
+async fn open_store(
+    settings: &StoreSettings,
+) -> anyhow::Result<(Arc<dyn StateStore>, Option<EtcdStore>)> {
+    match settings {
+        StoreSettings::Memory => {
+            warn!(
+                "using the embedded in-memory store: state will not survive a restart \
+                 (give --etcd-endpoints to keep it in etcd)"
+            );
+            Ok((Arc::new(MemoryStore::default()), None))
+        }
+        StoreSettings::Etcd(config) => {
+            let store = connect_etcd(config).await?;
+            info!(
+                "using etcd at {} (bookkeeping under '{}')",
+                config.endpoints.join(","),
+                config.bookkeeping_prefix
+            );
+            Ok((Arc::new(store.clone()), Some(store)))
+        }
+    }
+}
+
+/// Connects to etcd and reads one key, so an unreachable cluster is a clear
+/// start-up error rather than a slow first request.
+async fn connect_etcd(config: &EtcdConfig) -> anyhow::Result<EtcdStore> {
+    let endpoints = config.endpoints.join(",");
+    // The store bounds each call by request_timeout; this also bounds the
+    // connect with authentication and leaves room for the last attempt.
+    let limit = config.request_timeout * 2 + config.connect_timeout;
+    let probe = async {
+        let store = EtcdStore::connect(config.clone()).await?;
+        store.get(&config.bookkeeping_prefix).await?;
+        Ok::<_, state_store::StoreError>(store)
+    };
+    match tokio::time::timeout(limit, probe).await {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(error)) => bail!("etcd at {endpoints} is unreachable or refused us: {error}"),
+        Err(_) => bail!("etcd at {endpoints} did not answer within {limit:?}"),
+    }
+}

@@ -1,0 +1,346 @@
+//! Prometheus `/metrics` and `/healthz` over plain HTTP/1.1 (hyper, already
+//! in the tree through tonic).
+//!
+//! The text is rendered by hand from the engine's atomics
+//! ([`engine::Metrics`]): counters, one gauge and two histograms, in the
+//! Prometheus text exposition format 0.0.4.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use engine::{EngineHandle, Histogram, Metrics};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use statemachine_core::ResourceKind;
+use store_etcd::EtcdStore;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, warn};
+
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest one connection is kept, keep-alive included.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `/metrics` and `/healthz` read.
+#[derive(Clone)]
+pub struct Sources {
+    /// The engine's counters.
+    pub metrics: Arc<Metrics>,
+    /// The engine, for `/healthz`.
+    pub engine: EngineHandle,
+    /// The etcd store, for its watch counters (none on the memory store).
+    pub etcd: Option<EtcdStore>,
+    /// Set when the daemon starts shutting down: `/healthz` then answers 503.
+    pub stopping: Arc<AtomicBool>,
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, sources: Sources, mut shutdown: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    warn!(%error, "metrics endpoint: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return,
+        };
+        let sources = sources.clone();
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |request| {
+                let sources = sources.clone();
+                async move { Ok::<_, Infallible>(answer(&request, &sources)) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                result = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {
+                    if let Ok(Err(error)) = result {
+                        debug!(%peer, %error, "metrics connection ended with an error");
+                    }
+                }
+                () = stopped(&mut stop) => {}
+            }
+        });
+    }
+}
+
+/// Completes when `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
+    let text = |status: StatusCode, body: String| {
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        response
+    };
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
+    }
+    match request.uri().path() {
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, render(sources));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/healthz" => {
+            if sources.stopping.load(Ordering::Relaxed) {
+                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
+            } else if sources.engine.is_running() {
+                text(StatusCode::OK, "ok\n".into())
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the engine has stopped\n".into(),
+                )
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics or /healthz\n".into(),
+        ),
+    }
+}
+
+/// The Prometheus text of everything the daemon counts.
+pub fn render(sources: &Sources) -> String {
+    let m = &*sources.metrics;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(4096);
+
+    header(
+        &mut out,
+        "transitions_total",
+        "counter",
+        "Committed state transitions, by resource kind.",
+    );
+    for kind in ResourceKind::ALL {
+        let _ = writeln!(
+            out,
+            "statemanager_transitions_total{{kind=\"{}\"}} {}",
+            kind.as_key_segment(),
+            load(&m.transitions[kind as usize])
+        );
+    }
+    let counters: [(&str, &str, u64); 14] = [
+        (
+            "rejected_total",
+            "Requests and reports rejected (invalid request, invalid transition, ...).",
+            load(&m.rejected),
+        ),
+        (
+            "unavailable_total",
+            "Inputs answered RESOURCE_UNAVAILABLE (store down, commit failed).",
+            load(&m.unavailable),
+        ),
+        (
+            "commits_total",
+            "Store transactions committed.",
+            load(&m.commits),
+        ),
+        (
+            "guard_conflicts_total",
+            "Guard failures (another writer changed a key) that caused a re-plan.",
+            load(&m.guard_conflicts),
+        ),
+        (
+            "reconcile_attempts_total",
+            "Reconcile delivery attempts to the ActionController.",
+            load(&m.reconcile_attempts),
+        ),
+        (
+            "reconcile_failures_total",
+            "Reconcile deliveries that failed (retried with backoff).",
+            load(&m.reconcile_failures),
+        ),
+        (
+            "reconciles_delivered_total",
+            "Reconcile requests the ActionController acknowledged.",
+            load(&m.reconciles_delivered),
+        ),
+        (
+            "escalations_total",
+            "Recoveries escalated (retries exhausted, recovery failed).",
+            load(&m.escalations),
+        ),
+        (
+            "reconcile_without_scenario_total",
+            "Packages that entered a reconcile state with no scenario targeting them.",
+            load(&m.no_scenario),
+        ),
+        (
+            "undocumented_edges_total",
+            "Derived transitions along edges the state diagrams do not document.",
+            load(&m.undocumented_edges),
+        ),
+        (
+            "unmapped_containers_total",
+            "Reported containers that map to no model.",
+            load(&m.unmapped_containers),
+        ),
+        (
+            "reports_coalesced_total",
+            "Node reports superseded by a newer one of the same node before planning.",
+            load(&m.reports_coalesced),
+        ),
+        (
+            "bad_definitions_total",
+            "Artifact definitions that failed to parse.",
+            load(&m.bad_definitions),
+        ),
+        (
+            "etcd_watch_reconnects_total",
+            "Times an etcd watch was re-established (0 on the memory store).",
+            sources.etcd.as_ref().map_or(0, EtcdStore::watch_reconnects),
+        ),
+    ];
+    for (name, help, value) in counters {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "statemanager_{name} {value}");
+    }
+
+    header(
+        &mut out,
+        "outbox_depth",
+        "gauge",
+        "Reconcile requests waiting in the outbox for the ActionController.",
+    );
+    let _ = writeln!(out, "statemanager_outbox_depth {}", load(&m.outbox_depth));
+    header(
+        &mut out,
+        "engine_running",
+        "gauge",
+        "1 while the engine processes inputs.",
+    );
+    let _ = writeln!(
+        out,
+        "statemanager_engine_running {}",
+        u8::from(sources.engine.is_running())
+    );
+    header(
+        &mut out,
+        "build_info",
+        "gauge",
+        "The daemon's version and store, as labels.",
+    );
+    let _ = writeln!(
+        out,
+        "statemanager_build_info{{version=\"{}\",store=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        if sources.etcd.is_some() {
+            "etcd"
+        } else {
+            "memory"
+        }
+    );
+
+    histogram(
+        &mut out,
+        "commit_batch_size",
+        "Inputs committed per store transaction (group commit).",
+        &m.batch_size,
+        |bound| bound.to_string(),
+        |sum| sum.to_string(),
+    );
+    histogram(
+        &mut out,
+        "commit_latency_seconds",
+        "Time one store commit took.",
+        &m.commit_latency_us,
+        micros_as_seconds,
+        micros_as_seconds,
+    );
+    out
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP statemanager_{name} {help}");
+    let _ = writeln!(out, "# TYPE statemanager_{name} {kind}");
+}
+
+fn histogram<const N: usize>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    histogram: &Histogram<N>,
+    bound: impl Fn(u64) -> String,
+    sum: impl Fn(u64) -> String,
+) {
+    header(out, name, "histogram", help);
+    let (buckets, count, total) = histogram.snapshot();
+    for (upper, cumulative) in buckets {
+        let _ = writeln!(
+            out,
+            "statemanager_{name}_bucket{{le=\"{}\"}} {cumulative}",
+            bound(upper)
+        );
+    }
+    let _ = writeln!(out, "statemanager_{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "statemanager_{name}_sum {}", sum(total));
+    let _ = writeln!(out, "statemanager_{name}_count {count}");
+}
+
+fn micros_as_seconds(micros: u64) -> String {
+    // Exact decimal, no float rounding noise: 250 -> 0.00025.
+    let whole = micros / 1_000_000;
+    let fraction = micros % 1_000_000;
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Binds the metrics address.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    use anyhow::Context;
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {address}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_exact_decimals() {
+        assert_eq!(micros_as_seconds(250), "0.00025");
+        assert_eq!(micros_as_seconds(2_048_000), "2.048");
+        assert_eq!(micros_as_seconds(1_000_000), "1");
+        assert_eq!(micros_as_seconds(0), "0");
+        assert_eq!(micros_as_seconds(1_500_001), "1.500001");
+    }
+}
