@@ -891,7 +891,7 @@ impl Owner {
                     .copied()
                     .unwrap_or(HistoryMeta { first: 1, next: 1 });
                 let entry = HistoryEntry {
-                    from: change.old.map(|s| s.as_str().to_owned()),
+                    from: left_state(change).map(|s| s.as_str().to_owned()),
                     to: change.new.map(|s| s.as_str().to_owned()),
                     at_ns: now,
                     source: source.to_owned(),
@@ -1070,6 +1070,12 @@ fn severity_of(state: Option<AnyState>) -> Severity {
     }
 }
 
+/// The state a change leaves: the recorded one, or the kind's initial state
+/// when there was no record (a new scenario leaves Idle).
+fn left_state(change: &Change) -> Option<AnyState> {
+    change.old.or_else(|| AnyState::initial(change.kind))
+}
+
 fn transition_event(
     change: &Change,
     id: String,
@@ -1077,7 +1083,7 @@ fn transition_event(
     source: &str,
     transition_id: &str,
 ) -> Event {
-    let from = change.old.map(|s| s.as_str().to_owned());
+    let from = left_state(change).map(|s| s.as_str().to_owned());
     let to = change.new.map(|s| s.as_str().to_owned());
     let description = format!(
         "{} '{}' {} -> {} ({})",

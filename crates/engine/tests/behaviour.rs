@@ -50,8 +50,9 @@ mod bodies {
         let steps: Vec<_> = history.iter().map(|e| e.to.clone().unwrap()).collect();
         assert_eq!(steps, ["Waiting", "Satisfied", "Allowed", "Completed"]);
         assert_eq!(
-            history[0].from, None,
-            "no record before the first transition"
+            history[0].from.as_deref(),
+            Some("Idle"),
+            "a scenario without a record is Idle"
         );
         let view = h
             .get_state(ResourceKind::Scenario, "s1")

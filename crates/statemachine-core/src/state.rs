@@ -201,6 +201,18 @@ impl AnyState {
         }
     }
 
+    /// The state a resource of `kind` has before it has a record: a
+    /// scenario or package is Idle, a model Created (STATE-MACHINES §2–§4).
+    /// Containers have none: they exist only as reported.
+    pub fn initial(kind: ResourceKind) -> Option<AnyState> {
+        match kind {
+            ResourceKind::Container => None,
+            ResourceKind::Model => Some(AnyState::Model(ModelState::Created)),
+            ResourceKind::Package => Some(AnyState::Package(PackageState::Idle)),
+            ResourceKind::Scenario => Some(AnyState::Scenario(ScenarioState::Idle)),
+        }
+    }
+
     /// The canonical name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -319,6 +331,23 @@ mod tests {
         }
         assert_eq!(ModelState::from_proto_number(0), None);
         assert_eq!(ContainerState::Running.proto_number(), None);
+    }
+
+    #[test]
+    fn a_resource_without_a_record_has_its_initial_state() {
+        assert_eq!(
+            AnyState::initial(ResourceKind::Scenario),
+            Some(AnyState::Scenario(ScenarioState::Idle))
+        );
+        assert_eq!(
+            AnyState::initial(ResourceKind::Package),
+            Some(AnyState::Package(PackageState::Idle))
+        );
+        assert_eq!(
+            AnyState::initial(ResourceKind::Model),
+            Some(AnyState::Model(ModelState::Created))
+        );
+        assert_eq!(AnyState::initial(ResourceKind::Container), None);
     }
 
     #[test]
