@@ -333,7 +333,164 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use async_trait::async_trait;
+    use engine::{
+        ActionError, ActionPort, Engine, EngineConfig, OffloadAnswer, OffloadRequest,
+        ReconcileRequest,
+    };
+    use state_store::MemoryStore;
+    use statemachine_core::{RequestKind, StateChangeRequest};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
     use super::*;
+
+    struct NoActionController;
+
+    #[async_trait]
+    impl ActionPort for NoActionController {
+        async fn reconcile(&self, _: ReconcileRequest) -> Result<(), ActionError> {
+            Err(ActionError::Unavailable("not in this test".into()))
+        }
+        async fn offload(&self, _: OffloadRequest) -> Result<OffloadAnswer, ActionError> {
+            Err(ActionError::Unavailable("not in this test".into()))
+        }
+    }
+
+    async fn test_engine() -> Engine {
+        Engine::start(
+            Arc::new(MemoryStore::default()),
+            Arc::new(NoActionController),
+            EngineConfig::default(),
+        )
+        .await
+        .expect("the engine starts on an empty memory store")
+    }
+
+    fn test_sources(engine: &Engine) -> Sources {
+        Sources {
+            metrics: engine.metrics(),
+            engine: engine.handle(),
+            etcd: None,
+            stopping: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    async fn change(engine: &Engine, target: &str) {
+        engine
+            .handle()
+            .change_state(StateChangeRequest {
+                kind: RequestKind::Scenario,
+                name: "parking".into(),
+                current_state: String::new(),
+                target_state: target.into(),
+                transition_id: String::new(),
+                source: "test".into(),
+            })
+            .await;
+    }
+
+    /// Every sample line, by series (`name{labels}`).
+    fn samples(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(|line| {
+                let (series, value) = line.rsplit_once(' ').expect("series value");
+                (series.to_owned(), value.to_owned())
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_text_counts_what_the_engine_did() {
+        let engine = test_engine().await;
+        change(&engine, "waiting").await;
+        change(&engine, "idle").await; // Waiting -> Idle is not in the table.
+        let text = render(&test_sources(&engine));
+        let samples = samples(&text);
+        let value = |series: &str| samples.get(series).map(String::as_str);
+        assert_eq!(
+            value("statemanager_transitions_total{kind=\"scenario\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            value("statemanager_transitions_total{kind=\"model\"}"),
+            Some("0")
+        );
+        assert_eq!(value("statemanager_rejected_total"), Some("1"));
+        assert_eq!(value("statemanager_commits_total"), Some("1"));
+        assert_eq!(value("statemanager_outbox_depth"), Some("0"));
+        assert_eq!(value("statemanager_engine_running"), Some("1"));
+        assert_eq!(
+            value("statemanager_commit_batch_size_bucket{le=\"+Inf\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            value("statemanager_commit_latency_seconds_count"),
+            Some("1")
+        );
+        // Every series has HELP and TYPE, and every value is a number.
+        for (series, number) in &samples {
+            let name = series.split(['{']).next().unwrap();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|family| text.contains(&format!("# TYPE {family} histogram")))
+                .unwrap_or(name);
+            assert!(text.contains(&format!("# HELP {family} ")), "{family}");
+            assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
+            assert!(number.parse::<f64>().is_ok(), "{series} {number}");
+        }
+        engine.shutdown().await;
+    }
+
+    async fn get(address: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+            .await
+            .expect("an answer within 5 s")
+            .unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_serves_metrics_and_health_until_shutdown() {
+        let engine = test_engine().await;
+        let sources = test_sources(&engine);
+        let stopping = sources.stopping.clone();
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, sources, stopped));
+
+        let metrics = get(address, "/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
+        assert!(
+            metrics.contains("statemanager_commits_total 0"),
+            "{metrics}"
+        );
+        assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(address, "/other").await.starts_with("HTTP/1.1 404"));
+
+        stopping.store(true, Ordering::Relaxed);
+        assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 503"));
+        stopping.store(false, Ordering::Relaxed);
+        engine.shutdown().await;
+        let health = get(address, "/healthz").await;
+        assert!(health.starts_with("HTTP/1.1 503"), "{health}");
+        assert!(health.contains("the engine has stopped"), "{health}");
+
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the endpoint stops")
+            .unwrap();
+    }
 
     #[test]
     fn seconds_are_exact_decimals() {
