@@ -251,6 +251,20 @@ pub fn render(sources: &Sources) -> String {
     );
     header(
         &mut out,
+        "node_last_seen_seconds",
+        "gauge",
+        "When each node last sent its container list (Unix time; the start-up time for nodes known before it).",
+    );
+    for (node, at_ns) in m.node_last_seen() {
+        // Node names are validated: [A-Za-z0-9._-], nothing to escape.
+        let _ = writeln!(
+            out,
+            "statemanager_node_last_seen_seconds{{node=\"{node}\"}} {:.3}",
+            at_ns as f64 / 1e9
+        );
+    }
+    header(
+        &mut out,
         "build_info",
         "gauge",
         "The daemon's version and store, as labels.",
@@ -400,6 +414,24 @@ mod tests {
                 (series.to_owned(), value.to_owned())
             })
             .collect()
+    }
+
+    #[tokio::test]
+    async fn nodes_that_reported_have_a_last_seen_time() {
+        let engine = test_engine().await;
+        let report = statemachine_core::NodeReport {
+            node: "hpc-1".into(),
+            containers: Vec::new(),
+        };
+        engine.handle().report_containers(report).await;
+        let text = render(&test_sources(&engine));
+        let samples = samples(&text);
+        let seen: f64 = samples
+            .get("statemanager_node_last_seen_seconds{node=\"hpc-1\"}")
+            .expect("a last-seen sample for the reporting node")
+            .parse()
+            .expect("a number");
+        assert!(seen > 1.6e9, "Unix seconds: {seen}");
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Counters and histograms the daemon exposes (Prometheus). Plain atomics:
 //! the engine never waits on metrics.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds (inclusive) of the commit batch size histogram.
@@ -92,6 +94,9 @@ pub struct Metrics {
     pub reports_coalesced: AtomicU64,
     /// Definitions that failed to parse.
     pub bad_definitions: AtomicU64,
+    /// When each node last reported (ns since the epoch); at start-up, the
+    /// start-up time for nodes known from the store.
+    node_last_seen: Mutex<BTreeMap<String, i64>>,
 }
 
 impl Default for Metrics {
@@ -114,6 +119,31 @@ impl Default for Metrics {
             unmapped_containers: AtomicU64::new(0),
             reports_coalesced: AtomicU64::new(0),
             bad_definitions: AtomicU64::new(0),
+            node_last_seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Every node with the time it last reported (ns since the epoch), by name.
+    pub fn node_last_seen(&self) -> Vec<(String, i64)> {
+        let nodes = self
+            .node_last_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        nodes.iter().map(|(n, t)| (n.clone(), *t)).collect()
+    }
+
+    pub(crate) fn node_seen(&self, node: &str, at_ns: i64) {
+        let mut nodes = self
+            .node_last_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match nodes.get_mut(node) {
+            Some(t) => *t = at_ns,
+            None => {
+                nodes.insert(node.to_owned(), at_ns);
+            }
         }
     }
 }

@@ -212,6 +212,7 @@ impl Owner {
         let nodes: Vec<String> = self.snapshot.nodes().map(|(n, _)| n.clone()).collect();
         for node in nodes {
             self.snapshot.mark_seen(&node, now);
+            self.metrics.node_seen(&node, now);
         }
         self.last_tick_ns = now;
         let (kvs, _) = get_all(
@@ -974,6 +975,9 @@ impl Owner {
         let derived = self.config.core.derived_source.clone();
         let mut event_index = 0;
         for (input, p, transition_id) in plans {
+            if let Some((node, at)) = &p.seen {
+                self.metrics.node_seen(node, *at);
+            }
             let source = input.source(&derived).to_owned();
             for change in &p.changes {
                 inc(&self.metrics.transitions[change.kind as usize]);
