@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Installs, with apt-get, the Debian packages the build and the tests need and
-# that are missing: etcd-server and etcd-client (a real etcd for the storage
-# tests), protobuf-compiler and libprotobuf-dev (protoc for the gRPC code).
-# Prints what it installs; installs nothing when all is present.
+# that are missing, and says what it installs:
+#   build: protobuf-compiler and libprotobuf-dev (protoc for the gRPC code);
+#   test:  the build packages, plus etcd-server and etcd-client (a real etcd
+#          for the storage and end-to-end tests).
+# Usage: scripts/install-deps.sh [build|test]   (default: test)
 set -euo pipefail
 
+what="${1:-test}"
 missing=()
-command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
-command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 [ -f /usr/include/google/protobuf/timestamp.proto ] || missing+=(libprotobuf-dev)
+if [ "$what" = "test" ]; then
+    command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+    command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
+elif [ "$what" != "build" ]; then
+    echo "usage: $0 [build|test]" >&2
+    exit 2
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh
+scripts/install-deps.sh test
 
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --workspace --all-targets --no-fail-fast "$@"
