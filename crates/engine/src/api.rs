@@ -187,13 +187,19 @@ impl EngineHandle {
     }
 
     /// The resources of a kind, optionally only those in `state` (any
-    /// spelling), sorted by name; at most `limit` (0: all) and the total count.
+    /// spelling; an unknown state name is `EngineError::Invalid` naming the
+    /// allowed ones), sorted by name; at most `limit` (0: all) and the total
+    /// count.
     pub async fn list(
         &self,
         kind: ResourceKind,
         state: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<ResourceView>, usize), EngineError> {
+        if let Some(state) = state {
+            statemachine_core::AnyState::parse(kind, state)
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+        }
         let state = state.map(str::to_owned);
         self.ask(|tx| Command::List(kind, state, limit, tx)).await
     }

@@ -60,6 +60,19 @@ mod bodies {
             .unwrap()
             .unwrap();
         assert_eq!(view.state, "Completed");
+        let (listed, total) = h
+            .list(ResourceKind::Scenario, Some("COMPLETED"), 0)
+            .await
+            .unwrap();
+        assert_eq!((listed.len(), total), (1, 1));
+        let error = h
+            .list(ResourceKind::Scenario, Some("Finished"), 0)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, engine::EngineError::Invalid(m) if m.contains("allowed: Idle")),
+            "{error}"
+        );
         engine.shutdown().await;
     }
 
