@@ -73,15 +73,23 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
+/// Prints a line to stdout; a closed stdout (`| head`) is not an error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(args) => args,
         Err(problem) => {
             if !problem.is_empty() {
-                eprintln!("send_change: {problem}");
+                eout!("send_change: {problem}");
             }
-            eprintln!("{USAGE}");
+            eout!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -89,7 +97,7 @@ async fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
-            eprintln!("send_change: {error}");
+            eout!("send_change: {error}");
             ExitCode::from(1)
         }
     }
@@ -110,7 +118,7 @@ async fn run(args: &Args) -> Result<bool, transport_grpc::ClientError> {
             &args.source,
         )
         .await?;
-    println!(
+    out!(
         "SendStateChange {} '{}' {} -> {}: {} {}",
         args.kind,
         args.name,
@@ -124,25 +132,28 @@ async fn run(args: &Args) -> Result<bool, transport_grpc::ClientError> {
         answer.message
     );
     if !answer.details.is_empty() {
-        println!("  details: {}", answer.details);
+        out!("  details: {}", answer.details);
     }
-    println!("  transition_id: {}", answer.transition_id);
+    out!("  transition_id: {}", answer.transition_id);
 
     match client.get_state(args.kind, &args.name).await? {
-        Some(view) => println!(
+        Some(view) => out!(
             "GetResourceState {} '{}': {} (generation {})",
-            view.kind, view.name, view.state, view.generation
+            view.kind,
+            view.name,
+            view.state,
+            view.generation
         ),
-        None => println!("GetResourceState {} '{}': not found", args.kind, args.name),
+        None => out!("GetResourceState {} '{}': not found", args.kind, args.name),
     }
     match client
         .history(args.kind, &args.name, HistoryQuery::default())
         .await
     {
         Ok(history) => {
-            println!("GetResourceStateHistory (oldest first):");
+            out!("GetResourceStateHistory (oldest first):");
             for entry in history {
-                println!(
+                out!(
                     "  {} -> {}  source={} id={} reason={}",
                     entry.from.as_deref().unwrap_or("(none)"),
                     entry.to.as_deref().unwrap_or("(deleted)"),
@@ -152,7 +163,7 @@ async fn run(args: &Args) -> Result<bool, transport_grpc::ClientError> {
                 );
             }
         }
-        Err(error) => println!("GetResourceStateHistory: {error}"),
+        Err(error) => out!("GetResourceStateHistory: {error}"),
     }
     Ok(answer.code == ErrorCode::Success)
 }
