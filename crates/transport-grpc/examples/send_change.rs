@@ -87,9 +87,9 @@ async fn main() -> ExitCode {
         Ok(args) => args,
         Err(problem) => {
             if !problem.is_empty() {
-                eout!("send_change: {problem}");
+                eprintln!("send_change: {problem}");
             }
-            eout!("{USAGE}");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -97,7 +97,7 @@ async fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(error) => {
-            eout!("send_change: {error}");
+            eprintln!("send_change: {error}");
             ExitCode::from(1)
         }
     }
