@@ -145,11 +145,14 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// 8 attempts: the backoff (25 ms doubling, capped at 1 s) spans about
-    /// 2.5 s, long enough to ride through an etcd leader election.
+    /// 16 attempts: with pauses of 25 ms doubling to 1 s (halved at random
+    /// by the jitter), the call's deadline (`request_timeout`, 5 s) is what
+    /// ends the retries, so a call rides through an etcd leader election —
+    /// about a second, longer on a loaded machine. The attempt count is the
+    /// safety bound for a deadline set very long.
     fn default() -> Self {
         Self {
-            max_attempts: 8,
+            max_attempts: 16,
             base_backoff: Duration::from_millis(25),
             max_backoff: Duration::from_secs(1),
         }
