@@ -17,6 +17,8 @@ pub mod client;
 pub mod convert;
 pub mod proto;
 pub mod server;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use action_controller::{ActionControllerClient, ActionControllerOptions};
 pub use client::{ClientError, StateManagerClient};

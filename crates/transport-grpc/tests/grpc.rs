@@ -53,7 +53,7 @@ async fn current(sm: &StateManager, resource_type: i32, name: &str) -> String {
 #[tokio::test]
 async fn a_scenario_moves_from_idle_to_waiting_with_either_spelling() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let mut raw = sm.raw.clone();
 
     let lower = raw
@@ -151,7 +151,7 @@ async fn a_scenario_moves_from_idle_to_waiting_with_either_spelling() {
 #[tokio::test]
 async fn an_invalid_transition_is_refused_and_writes_nothing() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let before = state_of(&sm, 1, "s1").await;
     assert_eq!(
         before.resource_state.as_ref().unwrap().current_state,
@@ -195,7 +195,7 @@ async fn an_invalid_transition_is_refused_and_writes_nothing() {
 #[tokio::test]
 async fn malformed_requests_are_invalid_and_write_nothing() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let mut raw = sm.raw.clone();
 
     let unknown = raw
@@ -265,7 +265,7 @@ async fn malformed_requests_are_invalid_and_write_nothing() {
 #[tokio::test]
 async fn oversized_messages_are_rejected_and_the_server_keeps_serving() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let mut huge = container("model-m1", &[("Status", "running")]);
     huge.config
         .insert("blob".into(), "x".repeat(5 * 1024 * 1024));
@@ -290,7 +290,7 @@ async fn oversized_messages_are_rejected_and_the_server_keeps_serving() {
 #[tokio::test]
 async fn a_package_driven_to_error_sends_exactly_one_reconcile() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let mut raw = sm.raw.clone();
     let report = |status: &str| ms::ContainerList {
         node_name: "n1".into(),
@@ -312,7 +312,9 @@ async fn a_package_driven_to_error_sends_exactly_one_reconcile() {
         .expect("accepted");
     assert_eq!(current(&sm, 2, "p1").await, "Error");
     assert_eq!(current(&sm, 3, "m1").await, "Dead");
-    let reconciles = ac.received.wait_for_reconciles(1).await;
+    let reconciles = ac
+        .wait_for_reconciles(1, std::time::Duration::from_secs(5))
+        .await;
     assert_eq!(
         reconciles,
         [transport_grpc::proto::actioncontroller::ReconcileRequest {
@@ -328,18 +330,14 @@ async fn a_package_driven_to_error_sends_exactly_one_reconcile() {
         .await
         .expect("accepted");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        ac.received.reconciles.lock().await.len(),
-        1,
-        "exactly one Reconcile"
-    );
+    assert_eq!(ac.reconciles().len(), 1, "exactly one Reconcile");
     sm.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_subscriber_receives_changes_committed_after_subscribing() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let mut raw = sm.raw.clone();
     let mut wire = raw
         .subscribe_to_state_changes(sm::StateChangeSubscriptionRequest {
@@ -400,7 +398,7 @@ async fn a_subscriber_receives_changes_committed_after_subscribing() {
 #[tokio::test]
 async fn shutdown_ends_open_subscriptions_and_serve_returns() {
     let ac = ActionControllerServer::start().await;
-    let mut sm = StateManager::start(&ac.url).await;
+    let mut sm = StateManager::start(&ac.url()).await;
     let mut events = sm
         .client
         .subscribe(&EventFilter::default())
@@ -421,7 +419,7 @@ async fn shutdown_ends_open_subscriptions_and_serve_returns() {
 #[tokio::test]
 async fn queries_answer_defaults_not_found_and_lists() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     assert_eq!(current(&sm, 2, "p1").await, "Idle", "a defined package");
     assert_eq!(current(&sm, 3, "m1").await, "Created", "a defined model");
     let nowhere = state_of(&sm, 2, "nowhere").await;
@@ -523,7 +521,7 @@ async fn health_answers_serving_and_reflection_lists_the_service() {
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let channel = tonic::transport::Endpoint::from_shared(sm.url.clone())
         .unwrap()
         .connect()
@@ -575,7 +573,7 @@ async fn health_answers_serving_and_reflection_lists_the_service() {
 #[tokio::test]
 async fn offloading_is_forwarded_to_the_action_controller() {
     let ac = ActionControllerServer::start().await;
-    let sm = StateManager::start(&ac.url).await;
+    let sm = StateManager::start(&ac.url()).await;
     let answer = sm
         .raw
         .clone()
@@ -593,7 +591,7 @@ async fn offloading_is_forwarded_to_the_action_controller() {
         .into_inner();
     assert!(answer.accepted, "{answer:?}");
     assert_eq!(answer.transition_id, "ac-1");
-    let offloads = ac.received.offloads.lock().await.clone();
+    let offloads = ac.offloads();
     assert_eq!(offloads.len(), 1);
     assert_eq!(offloads[0].model_name, "m1");
     assert_eq!(offloads[0].target_node, "n2");
@@ -708,7 +706,7 @@ async fn a_subscription_outlives_the_request_timeout() {
         request_timeout: Duration::from_millis(200),
         ..transport_grpc::ServeOptions::default()
     };
-    let sm = StateManager::start_with(&ac.url, support::config(), options).await;
+    let sm = StateManager::start_with(&ac.url(), support::config(), options).await;
     let mut events = sm
         .client
         .subscribe(&EventFilter::default())
@@ -746,7 +744,7 @@ async fn a_slow_subscriber_is_told_how_many_events_it_missed() {
     let mut config = support::config();
     config.event_buffer = 2;
     let sm =
-        StateManager::start_with(&ac.url, config, transport_grpc::ServeOptions::default()).await;
+        StateManager::start_with(&ac.url(), config, transport_grpc::ServeOptions::default()).await;
     let service = StateManagerService::new(sm.handle());
     let mut stream = service
         .subscribe_to_state_changes(tonic::Request::new(

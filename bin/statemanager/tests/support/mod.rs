@@ -13,16 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::GetOptions;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
 use transport_grpc::proto::actioncontroller as ac;
-use transport_grpc::proto::actioncontroller::action_controller_connection_server::{
-    ActionControllerConnection, ActionControllerConnectionServer,
-};
 use transport_grpc::proto::monitoringserver as ms;
 use transport_grpc::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
 
@@ -460,100 +452,9 @@ pub fn report(node: &str, containers: Vec<ms::ContainerInfo>) -> ms::ContainerLi
     }
 }
 
-/// An in-test ActionController on 127.0.0.1 recording Reconcile calls. It
-/// keeps its address across [`down`](Self::down)/[`up`](Self::up), so a
-/// daemon configured with [`url`](Self::url) finds it when it comes back.
-pub struct ActionController {
-    address: SocketAddr,
-    reconciles: Arc<Mutex<Vec<ac::ReconcileRequest>>>,
-    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
-}
-
-impl ActionController {
-    /// An ActionController that is up.
-    pub async fn start() -> Self {
-        let mut controller = Self::down();
-        controller.up().await;
-        controller
-    }
-
-    /// An ActionController that is down: its address is reserved (bound,
-    /// then released) and nothing listens there until [`up`](Self::up).
-    pub fn down() -> Self {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let address = probe.local_addr().expect("address");
-        drop(probe);
-        Self {
-            address,
-            reconciles: Arc::default(),
-            running: None,
-        }
-    }
-
-    /// `http://127.0.0.1:{port}`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.address)
-    }
-
-    /// Starts serving on the reserved address.
-    pub async fn up(&mut self) {
-        assert!(self.running.is_none(), "already up");
-        let listener = TcpListener::bind(self.address)
-            .await
-            .unwrap_or_else(|e| panic!("bind the ActionController to {}: {e}", self.address));
-        let service = ActionControllerConnectionServer::new(Recorder(self.reconciles.clone()));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        self.running = Some((stop, task));
-    }
-
-    /// Stops serving (the address stays reserved for [`up`](Self::up)).
-    pub async fn stop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            let _ = stop.send(());
-            task.abort();
-            let _ = task.await;
-        }
-    }
-
-    /// The Reconcile requests received so far.
-    pub fn reconciles(&self) -> Vec<ac::ReconcileRequest> {
-        self.reconciles.lock().expect("reconciles lock").clone()
-    }
-
-    /// Waits until at least `n` Reconcile requests arrived (`within` at
-    /// most) and returns them all.
-    pub async fn wait_for_reconciles(
-        &self,
-        n: usize,
-        within: Duration,
-    ) -> Vec<ac::ReconcileRequest> {
-        let started = Instant::now();
-        loop {
-            let received = self.reconciles();
-            if received.len() >= n || started.elapsed() > within {
-                return received;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Drop for ActionController {
-    fn drop(&mut self) {
-        if let Some((stop, task)) = self.running.take() {
-            let _ = stop.send(());
-            task.abort();
-        }
-    }
-}
+/// An in-test ActionController on 127.0.0.1 recording Reconcile calls, with
+/// `down()`/`up()` keeping its address (shared with transport-grpc's tests).
+pub use transport_grpc::testing::ActionControllerDouble as ActionController;
 
 /// `Reconcile{scenario, current: FAILED, desired: RUNNING}`, the request a
 /// package entering Error causes.
@@ -562,45 +463,5 @@ pub fn reconcile_failed_to_running(scenario: &str) -> ac::ReconcileRequest {
         scenario_name: scenario.to_owned(),
         current: ac::PodStatus::Failed as i32,
         desired: ac::PodStatus::Running as i32,
-    }
-}
-
-struct Recorder(Arc<Mutex<Vec<ac::ReconcileRequest>>>);
-
-#[tonic::async_trait]
-impl ActionControllerConnection for Recorder {
-    async fn trigger_action(
-        &self,
-        _: Request<ac::TriggerActionRequest>,
-    ) -> Result<Response<ac::TriggerActionResponse>, Status> {
-        Err(Status::unimplemented("not used by the StateManager"))
-    }
-
-    async fn reconcile(
-        &self,
-        request: Request<ac::ReconcileRequest>,
-    ) -> Result<Response<ac::ReconcileResponse>, Status> {
-        self.0
-            .lock()
-            .expect("reconciles lock")
-            .push(request.into_inner());
-        Ok(Response::new(ac::ReconcileResponse {
-            status: 0,
-            desc: "reconciling".into(),
-        }))
-    }
-
-    async fn complete_network_setting(
-        &self,
-        _: Request<ac::CompleteNetworkSettingRequest>,
-    ) -> Result<Response<ac::CompleteNetworkSettingResponse>, Status> {
-        Err(Status::unimplemented("not used by the StateManager"))
-    }
-
-    async fn offload_model(
-        &self,
-        _: Request<ac::OffloadModelRequest>,
-    ) -> Result<Response<ac::OffloadModelResponse>, Status> {
-        Err(Status::unimplemented("not used by these tests"))
     }
 }

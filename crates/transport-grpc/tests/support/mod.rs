@@ -1,6 +1,6 @@
-//! Fixtures for the gRPC tests: an in-test ActionController (a real tonic
-//! server on 127.0.0.1:0 that records what it receives), and a StateManager
-//! served over gRPC on the engine with a `MemoryStore`.
+//! Fixtures for the gRPC tests: the in-test ActionController
+//! (`transport_grpc::testing`), and a StateManager served over gRPC on the
+//! engine with a `MemoryStore`.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -9,127 +9,16 @@ use std::time::Duration;
 use engine::{Engine, EngineConfig};
 use state_store::{Batch, MemoryStore, StateStore};
 use tokio::net::TcpListener;
-use tokio::sync::{Mutex, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
-use transport_grpc::proto::actioncontroller as ac;
-use transport_grpc::proto::actioncontroller::action_controller_connection_server::{
-    ActionControllerConnection, ActionControllerConnectionServer,
-};
 use transport_grpc::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
 use transport_grpc::{
     ActionControllerClient, ActionControllerOptions, ServeError, ServeOptions, StateManagerClient,
 };
 
-/// What the test ActionController received.
-#[derive(Default)]
-pub struct Received {
-    pub reconciles: Mutex<Vec<ac::ReconcileRequest>>,
-    pub offloads: Mutex<Vec<ac::OffloadModelRequest>>,
-}
-
-impl Received {
-    /// Waits until `n` reconciles arrived (5 s at most) and returns them all.
-    pub async fn wait_for_reconciles(&self, n: usize) -> Vec<ac::ReconcileRequest> {
-        for _ in 0..500 {
-            if self.reconciles.lock().await.len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        self.reconciles.lock().await.clone()
-    }
-}
-
-struct TestActionController(Arc<Received>);
-
-#[tonic::async_trait]
-impl ActionControllerConnection for TestActionController {
-    async fn trigger_action(
-        &self,
-        _: Request<ac::TriggerActionRequest>,
-    ) -> Result<Response<ac::TriggerActionResponse>, Status> {
-        Err(Status::unimplemented("not used by the StateManager"))
-    }
-
-    async fn reconcile(
-        &self,
-        request: Request<ac::ReconcileRequest>,
-    ) -> Result<Response<ac::ReconcileResponse>, Status> {
-        self.0.reconciles.lock().await.push(request.into_inner());
-        Ok(Response::new(ac::ReconcileResponse {
-            status: 0,
-            desc: "reconciling".into(),
-        }))
-    }
-
-    async fn complete_network_setting(
-        &self,
-        _: Request<ac::CompleteNetworkSettingRequest>,
-    ) -> Result<Response<ac::CompleteNetworkSettingResponse>, Status> {
-        Err(Status::unimplemented("not used by the StateManager"))
-    }
-
-    async fn offload_model(
-        &self,
-        request: Request<ac::OffloadModelRequest>,
-    ) -> Result<Response<ac::OffloadModelResponse>, Status> {
-        let request = request.into_inner();
-        let message = format!(
-            "offloading '{}' to '{}'",
-            request.model_name, request.target_node
-        );
-        self.0.offloads.lock().await.push(request);
-        Ok(Response::new(ac::OffloadModelResponse {
-            success: true,
-            message,
-            transition_id: "ac-1".into(),
-        }))
-    }
-}
-
-/// A running test ActionController; stops when dropped.
-pub struct ActionControllerServer {
-    pub url: String,
-    pub received: Arc<Received>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
-}
-
-impl ActionControllerServer {
-    pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!("http://{}", listener.local_addr().expect("address"));
-        let received = Arc::new(Received::default());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let service = ActionControllerConnectionServer::new(TestActionController(received.clone()));
-        let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
-        Self {
-            url,
-            received,
-            stop: Some(stop),
-            task,
-        }
-    }
-}
-
-impl Drop for ActionControllerServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.abort();
-    }
-}
+/// The in-test ActionController (shared with the daemon's end-to-end tests).
+pub use transport_grpc::testing::ActionControllerDouble as ActionControllerServer;
 
 /// An address where nothing listens (bound, then released).
 pub async fn closed_address() -> String {

@@ -1,0 +1,188 @@
+//! A test double of the ActionController, for tests of the StateManager and
+//! of other components: a real tonic server on 127.0.0.1 that records the
+//! Reconcile and OffloadModel requests it receives and answers them as the
+//! ActionController does. It keeps its address across [`down`]/[`up`], so a
+//! StateManager configured with [`url`] finds it when it comes back.
+//!
+//! Enabled by the `testing` feature.
+//!
+//! [`down`]: ActionControllerDouble::down
+//! [`up`]: ActionControllerDouble::up
+//! [`url`]: ActionControllerDouble::url
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::proto::actioncontroller as ac;
+use crate::proto::actioncontroller::action_controller_connection_server::{
+    ActionControllerConnection, ActionControllerConnectionServer,
+};
+
+#[derive(Default)]
+struct Received {
+    reconciles: Mutex<Vec<ac::ReconcileRequest>>,
+    offloads: Mutex<Vec<ac::OffloadModelRequest>>,
+}
+
+fn copy<T: Clone>(list: &Mutex<Vec<T>>) -> Vec<T> {
+    list.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn record<T>(list: &Mutex<Vec<T>>, item: T) {
+    list.lock().unwrap_or_else(|e| e.into_inner()).push(item);
+}
+
+struct Recorder(Arc<Received>);
+
+#[tonic::async_trait]
+impl ActionControllerConnection for Recorder {
+    async fn trigger_action(
+        &self,
+        _: Request<ac::TriggerActionRequest>,
+    ) -> Result<Response<ac::TriggerActionResponse>, Status> {
+        Err(Status::unimplemented("not used by the StateManager"))
+    }
+
+    async fn reconcile(
+        &self,
+        request: Request<ac::ReconcileRequest>,
+    ) -> Result<Response<ac::ReconcileResponse>, Status> {
+        record(&self.0.reconciles, request.into_inner());
+        Ok(Response::new(ac::ReconcileResponse {
+            status: 0,
+            desc: "reconciling".into(),
+        }))
+    }
+
+    async fn complete_network_setting(
+        &self,
+        _: Request<ac::CompleteNetworkSettingRequest>,
+    ) -> Result<Response<ac::CompleteNetworkSettingResponse>, Status> {
+        Err(Status::unimplemented("not used by the StateManager"))
+    }
+
+    async fn offload_model(
+        &self,
+        request: Request<ac::OffloadModelRequest>,
+    ) -> Result<Response<ac::OffloadModelResponse>, Status> {
+        let request = request.into_inner();
+        let message = format!(
+            "offloading '{}' to '{}'",
+            request.model_name, request.target_node
+        );
+        record(&self.0.offloads, request);
+        Ok(Response::new(ac::OffloadModelResponse {
+            success: true,
+            message,
+            transition_id: "ac-1".into(),
+        }))
+    }
+}
+
+/// The ActionController test double; stops serving when dropped.
+pub struct ActionControllerDouble {
+    address: SocketAddr,
+    received: Arc<Received>,
+    running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
+}
+
+impl ActionControllerDouble {
+    /// A double that is up, on a free port of 127.0.0.1.
+    pub async fn start() -> Self {
+        let mut double = Self::down();
+        double.up().await;
+        double
+    }
+
+    /// A double that is down: its address is reserved (bound, then
+    /// released) and nothing listens there until [`up`](Self::up).
+    pub fn down() -> Self {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let address = probe.local_addr().expect("a bound address");
+        drop(probe);
+        Self {
+            address,
+            received: Arc::default(),
+            running: None,
+        }
+    }
+
+    /// `http://127.0.0.1:{port}`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// Starts serving on the reserved address.
+    pub async fn up(&mut self) {
+        assert!(
+            self.running.is_none(),
+            "the ActionController double is already up"
+        );
+        let listener = TcpListener::bind(self.address).await.unwrap_or_else(|e| {
+            panic!("bind the ActionController double to {}: {e}", self.address)
+        });
+        let service = ActionControllerConnectionServer::new(Recorder(self.received.clone()));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        self.running = Some((stop, task));
+    }
+
+    /// Stops serving (the address stays reserved for [`up`](Self::up)).
+    pub async fn stop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// The Reconcile requests received so far.
+    pub fn reconciles(&self) -> Vec<ac::ReconcileRequest> {
+        copy(&self.received.reconciles)
+    }
+
+    /// The OffloadModel requests received so far.
+    pub fn offloads(&self) -> Vec<ac::OffloadModelRequest> {
+        copy(&self.received.offloads)
+    }
+
+    /// Waits until at least `n` Reconcile requests arrived (`within` at
+    /// most) and returns them all.
+    pub async fn wait_for_reconciles(
+        &self,
+        n: usize,
+        within: Duration,
+    ) -> Vec<ac::ReconcileRequest> {
+        let started = Instant::now();
+        loop {
+            let received = self.reconciles();
+            if received.len() >= n || started.elapsed() > within {
+                return received;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for ActionControllerDouble {
+    fn drop(&mut self) {
+        if let Some((stop, task)) = self.running.take() {
+            let _ = stop.send(());
+            task.abort();
+        }
+    }
+}
