@@ -112,12 +112,8 @@ impl Snapshot {
         value: &str,
         revision: Revision,
     ) -> Result<(), ParseStateError> {
-        match AnyState::parse(kind, value)? {
-            AnyState::Container(state) => insert(&mut self.containers, name, state, revision),
-            AnyState::Model(state) => insert(&mut self.models, name, state, revision),
-            AnyState::Package(state) => insert(&mut self.packages, name, state, revision),
-            AnyState::Scenario(state) => insert(&mut self.scenarios, name, state, revision),
-        }
+        let state = AnyState::parse(kind, value)?;
+        self.set_state(kind, name, Some(state), revision);
         Ok(())
     }
 
@@ -225,7 +221,7 @@ impl Snapshot {
     /// Written keys get [`PENDING_REVISION`] until [`Snapshot::committed`].
     pub fn apply(&mut self, plan: &Plan) {
         for change in &plan.changes {
-            self.set_any(change.kind, &change.name, change.new, PENDING_REVISION);
+            self.set_state(change.kind, &change.name, change.new, PENDING_REVISION);
         }
         for node in &plan.nodes {
             self.set_node(&node.node, node.new.clone(), PENDING_REVISION);
@@ -242,7 +238,7 @@ impl Snapshot {
             self.set_node(&node.node, node.old.clone(), node.old_revision);
         }
         for change in plan.changes.iter().rev() {
-            self.set_any(change.kind, &change.name, change.old, change.old_revision);
+            self.set_state(change.kind, &change.name, change.old, change.old_revision);
         }
     }
 
@@ -290,16 +286,7 @@ impl Snapshot {
         }
     }
 
-    fn set_any(
-        &mut self,
-        kind: ResourceKind,
-        name: &str,
-        state: Option<AnyState>,
-        revision: Revision,
-    ) {
-        self.set_state(kind, name, state, revision);
-    }
-
+    /// Writes (or with `None` removes) a state in the map of its kind.
     fn set_state(
         &mut self,
         kind: ResourceKind,
@@ -307,19 +294,19 @@ impl Snapshot {
         state: Option<AnyState>,
         revision: Revision,
     ) {
-        match (kind, state) {
-            (_, None) => {
+        match state {
+            None => {
                 match kind {
-                    ResourceKind::Container => self.containers.remove(name).map(|_| ()),
-                    ResourceKind::Model => self.models.remove(name).map(|_| ()),
-                    ResourceKind::Package => self.packages.remove(name).map(|_| ()),
-                    ResourceKind::Scenario => self.scenarios.remove(name).map(|_| ()),
+                    ResourceKind::Container => self.containers.remove(name).map(drop),
+                    ResourceKind::Model => self.models.remove(name).map(drop),
+                    ResourceKind::Package => self.packages.remove(name).map(drop),
+                    ResourceKind::Scenario => self.scenarios.remove(name).map(drop),
                 };
             }
-            (_, Some(AnyState::Container(s))) => insert(&mut self.containers, name, s, revision),
-            (_, Some(AnyState::Model(s))) => insert(&mut self.models, name, s, revision),
-            (_, Some(AnyState::Package(s))) => insert(&mut self.packages, name, s, revision),
-            (_, Some(AnyState::Scenario(s))) => insert(&mut self.scenarios, name, s, revision),
+            Some(AnyState::Container(s)) => insert(&mut self.containers, name, s, revision),
+            Some(AnyState::Model(s)) => insert(&mut self.models, name, s, revision),
+            Some(AnyState::Package(s)) => insert(&mut self.packages, name, s, revision),
+            Some(AnyState::Scenario(s)) => insert(&mut self.scenarios, name, s, revision),
         }
     }
 
