@@ -616,6 +616,16 @@ impl Owner {
                         self.fail_all(queue, &error);
                         return;
                     }
+                    // A history that outlived its state key: learn where it stands.
+                    if let Some((kind, name, _)) = self.keys.parse_history_key(&key) {
+                        match self.read_history_metas(vec![(kind, name.to_owned())]).await {
+                            Ok(metas) => self.history.extend(metas),
+                            Err(error) => {
+                                self.fail_all(queue, &error);
+                                return;
+                            }
+                        }
+                    }
                 }
                 Err(error) => {
                     self.fail_all(queue, &error);
@@ -809,21 +819,47 @@ impl Owner {
 
     /// Reads the history position of every resource the plans record a
     /// transition for and that is not known yet.
+    ///
+    /// A resource whose state key is absent from the store (as the cache,
+    /// loaded at start and fed by the watches, knows) starts a new history
+    /// without a read: that is every first transition of a new scenario,
+    /// the hot path of W1. Its sequence starts at the commit's time in
+    /// microseconds ([`new_history`]), so should a history have outlived its
+    /// state key (a model withdrawn and defined again, a key deleted by
+    /// hand), the new records still sort after the old ones. Should the
+    /// clock have gone back onto an old record, the put's "absent" guard
+    /// fails and [`Owner::process`] reads where that history stands.
     async fn history_metas(
         &self,
         plans: &[(Pending, Plan, String)],
     ) -> Result<HistoryMetas, StoreError> {
         let mut wanted: Vec<(ResourceKind, String)> = Vec::new();
+        let mut seen: std::collections::HashSet<(ResourceKind, &str)> = Default::default();
         for (_, p, _) in plans {
             for change in &p.changes {
-                if change.kind == ResourceKind::Container {
+                if change.kind == ResourceKind::Container
+                    || !seen.insert((change.kind, change.name.as_str()))
+                {
                     continue;
                 }
+                let new_resource = change.old.is_none() && change.old_revision == 0;
                 let key = (change.kind, change.name.clone());
-                if !self.history.contains_key(&key) && !wanted.contains(&key) {
+                if !new_resource && !self.history.contains_key(&key) {
                     wanted.push(key);
                 }
             }
+        }
+        self.read_history_metas(wanted).await
+    }
+
+    /// Reads where the histories of `wanted` stand.
+    async fn read_history_metas(
+        &self,
+        wanted: Vec<(ResourceKind, String)>,
+    ) -> Result<HistoryMetas, StoreError> {
+        let mut metas = HashMap::new();
+        if wanted.is_empty() {
+            return Ok(metas);
         }
         let reads = wanted.iter().map(|(kind, name)| {
             let prefix = self.keys.history_prefix(*kind, name);
@@ -837,7 +873,6 @@ impl Owner {
                     operation: "history read",
                     after: self.config.commit_timeout,
                 })?;
-        let mut metas = HashMap::new();
         for (key, result) in wanted.into_iter().zip(results) {
             let (kvs, _) = result?;
             let seqs = kvs
@@ -845,7 +880,7 @@ impl Owner {
                 .filter_map(|kv| Bookkeeping::parse_history_seq(&kv.key));
             let (first, last) = seqs.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
             let meta = if last == 0 {
-                HistoryMeta { first: 1, next: 1 }
+                new_history(self.clock.now_ns())
             } else {
                 HistoryMeta {
                     first,
@@ -890,7 +925,7 @@ impl Owner {
                     .get(&key)
                     .or_else(|| self.history.get(&key))
                     .copied()
-                    .unwrap_or(HistoryMeta { first: 1, next: 1 });
+                    .unwrap_or_else(|| new_history(now));
                 let entry = HistoryEntry {
                     from: left_state(change).map(|s| s.as_str().to_owned()),
                     to: change.new.map(|s| s.as_str().to_owned()),
@@ -1045,6 +1080,17 @@ impl Owner {
                 now,
             );
         }
+    }
+}
+
+/// Where a new history starts: at the time in microseconds, so that it
+/// sorts after any history an earlier life of the resource left behind (a
+/// resource cannot have had a transition per microsecond).
+fn new_history(now_ns: i64) -> HistoryMeta {
+    let start = u64::try_from(now_ns / 1_000).unwrap_or(0).max(1);
+    HistoryMeta {
+        first: start,
+        next: start,
     }
 }
 

@@ -523,6 +523,41 @@ mod bodies {
         engine.shutdown().await;
     }
 
+    /// A new resource's first transition reads no history (W1's hot path),
+    /// yet a history that outlived its state key is continued, never
+    /// overwritten: the "absent" guard of the history put catches it.
+    pub async fn history_outliving_its_state_key_is_continued(store: Arc<dyn StateStore>) {
+        let prefix = "/statemanager/history/scenario/s1/";
+        let old = format!("{prefix}00000000000000000007");
+        put(store.as_ref(), &old, "from a previous life").await;
+        let (engine, _) = start(store.clone(), config()).await;
+        let h = engine.handle();
+        let answer = h.change_state(scenario("s1", "Idle", "Waiting")).await;
+        assert_success(answer.code, &answer.message);
+        let answer = h.change_state(scenario("s1", "Waiting", "Satisfied")).await;
+        assert_success(answer.code, &answer.message);
+        let (records, _) = state_store::get_all(store.as_ref(), prefix, 100)
+            .await
+            .unwrap();
+        let values: Vec<String> = records
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.value).into_owned())
+            .collect();
+        assert_eq!(values.len(), 3, "{values:?}");
+        assert_eq!(records[0].key, old, "the old record is kept, and first");
+        assert_eq!(values[0], "from a previous life");
+        assert!(values[1].contains("Waiting") && values[2].contains("Satisfied"), "{values:?}");
+        // A new resource's history is written without reading it first.
+        let answer = h.change_state(scenario("s2", "Idle", "Waiting")).await;
+        assert_success(answer.code, &answer.message);
+        let history = h
+            .history(ResourceKind::Scenario, "s2", HistoryQuery::default())
+            .await
+            .unwrap();
+        assert_eq!(history.len(), 1);
+        engine.shutdown().await;
+    }
+
     /// A container that vanished from its node's report loses its key; its
     /// model (still defined) is Dead after the grace period.
     pub async fn vanished_containers(store: Arc<dyn StateStore>) {
@@ -586,4 +621,5 @@ on_both_stores!(
     new_definitions_start_idle,
     vanished_containers,
     large_inputs_are_split_into_several_transactions,
+    history_outliving_its_state_key_is_continued,
 );

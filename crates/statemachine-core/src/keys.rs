@@ -70,6 +70,17 @@ impl Bookkeeping {
         format!("{}{seq:020}", self.history_prefix(kind, name))
     }
 
+    /// Splits `{prefix}history/{kind}/{name}/{seq}` into kind, name and
+    /// sequence; `None` for any other key.
+    pub fn parse_history_key<'k>(&self, key: &'k str) -> Option<(ResourceKind, &'k str, u64)> {
+        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("history/")?;
+        let (segment, rest) = rest.split_once('/')?;
+        let (name, seq) = rest.rsplit_once('/')?;
+        let kind = ResourceKind::from_key_segment(segment)?;
+        crate::name::validate(name).ok()?;
+        Some((kind, name, seq.parse().ok()?))
+    }
+
     /// The sequence number at the end of a history key.
     pub fn parse_history_seq(key: &str) -> Option<u64> {
         key.rsplit('/').next()?.parse().ok()
@@ -133,5 +144,19 @@ mod tests {
         assert_eq!(key, "/sm/history/package/p/00000000000000000042");
         assert_eq!(Bookkeeping::parse_history_seq(&key), Some(42));
         assert!(b.history_key(ResourceKind::Package, "p", 9) < key);
+        assert_eq!(
+            b.parse_history_key(&key),
+            Some((ResourceKind::Package, "p", 42))
+        );
+        for other in [
+            "/sm/nodes/n1",
+            "/sm/history/package/p",
+            "/sm/history/volume/v/00000000000000000001",
+            "/sm/history/package/a/b/00000000000000000001",
+            "/sm/history/package/p/x",
+            "/other/history/package/p/00000000000000000001",
+        ] {
+            assert_eq!(b.parse_history_key(other), None, "{other}");
+        }
     }
 }
