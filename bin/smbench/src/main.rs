@@ -1,0 +1,225 @@
+//! `smbench`: the load generator for the StateManager daemon. It runs the
+//! QUALITY-BAR workloads against the real daemon binary over real gRPC, and
+//! reports each figure next to a raw etcd baseline measured in the same run.
+//!
+//! ```sh
+//! cargo build --release -p statemanager -p smbench && target/release/smbench all --runs 3
+//! target/release/smbench w1            # P1 (c=64) and P2 (c=1)
+//! target/release/smbench w2            # P3: cascades, report -> durable
+//! target/release/smbench w3            # P4: quiet reports, zero etcd writes
+//! target/release/smbench memory        # P6: RSS with 10k models, 20k containers
+//! target/release/smbench startup       # P7: ready with >= 100k state keys
+//! ```
+//!
+//! For every measurement it starts a fresh etcd (etcd-harness, loopback,
+//! temporary directory, `--auto-compaction-retention 1`), the in-process
+//! ActionController double and the daemon (`--daemon-bin`, default the
+//! `statemanager` next to this executable) with `--listen 127.0.0.1:0`; it
+//! learns the daemon's port from its `listening on` log line. All tasks share
+//! one gRPC channel and one etcd client.
+//!
+//! Each workload is verified by reading etcd afterwards; a run whose
+//! verification fails is printed FAILED and smbench exits non-zero. With
+//! `--runs N` each workload is repeated on a fresh etcd and daemon and the
+//! median of every figure is printed; the baseline runs first in odd runs and
+//! after the workload in even runs. `--json FILE` writes every figure.
+//!
+//! `--etcd URL` / `--daemon URL` use already-running ones instead; then a
+//! fresh etcd per run is the caller's job, reconcile counts are not checked
+//! and `memory`/`startup` (which need their own daemon process) refuse to run.
+
+mod baseline;
+mod context;
+mod daemon;
+mod kv;
+mod report;
+mod setup;
+mod stats;
+mod w1;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::context::MachineContext;
+use crate::report::{RunResult, WorkloadSummary};
+use crate::setup::Common;
+
+/// Load generator for the StateManager daemon (QUALITY-BAR workloads W1, W2, W3, memory, start-up).
+///
+/// Every measurement starts a fresh etcd and the daemon itself (loopback only)
+/// and prints throughput, latency percentiles, the raw etcd baseline of the
+/// same run and the ratio. A failed verification prints FAILED and makes the
+/// exit code non-zero.
+#[derive(Debug, Parser)]
+#[command(name = "smbench", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Workloads,
+    /// Repetitions of each workload, each on a fresh etcd and daemon [default: 3 for `all`, 1 otherwise].
+    #[arg(long, global = true)]
+    runs: Option<usize>,
+    /// Also write every figure (per run and median) to this JSON file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// The daemon binary [default: `statemanager` next to smbench's executable].
+    #[arg(long, global = true)]
+    daemon_bin: Option<PathBuf>,
+    /// Use this running etcd instead of a fresh one per run. A fresh or
+    /// settled etcd per run is then your job (etcd 3.4 slows after big bursts).
+    #[arg(long, global = true)]
+    etcd: Option<String>,
+    /// Use this running daemon (`http://host:port`, configured with the same
+    /// etcd) instead of spawning one. Reconcile counts are then not checked;
+    /// `memory` and `startup` refuse to run.
+    #[arg(long, global = true)]
+    daemon: Option<String>,
+    /// Seed of the W2/W3/memory/startup state draws.
+    #[arg(long, global = true, default_value_t = 42)]
+    seed: u64,
+    /// W1: scenarios per run [default: 16000 at c=64, 2000 at c=1].
+    #[arg(long, global = true)]
+    scenarios: Option<usize>,
+    /// W1: client concurrencies to measure (P1 at 64, P2 at 1).
+    #[arg(long, global = true, value_delimiter = ',', default_values_t = [64, 1])]
+    w1_concurrency: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+enum Workloads {
+    /// Every workload: W1, W2, W3, memory, startup.
+    All,
+    /// W1 scenario lifecycles at concurrency 64 (P1) and 1 (P2).
+    W1,
+}
+
+fn daemon_bin(given: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(bin) = given {
+        return Ok(bin);
+    }
+    let me = std::env::current_exe().context("locating smbench's executable")?;
+    Ok(me.with_file_name("statemanager"))
+}
+
+async fn repeat<F, Fut>(summaries: &mut Vec<WorkloadSummary>, label: &str, runs: usize, mut one: F)
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<RunResult>>,
+{
+    let mut results = Vec::new();
+    for run in 0..runs {
+        let result = match one(run).await {
+            Ok(result) => result,
+            Err(error) => {
+                let mut failed = RunResult::new(label);
+                failed.fail(format!("{error:#}"));
+                failed
+            }
+        };
+        result.print_brief(run);
+        results.push(result);
+    }
+    let workload = results
+        .first()
+        .map(|r| r.workload.clone())
+        .unwrap_or_else(|| label.to_owned());
+    summaries.push(WorkloadSummary {
+        workload,
+        runs: results,
+    });
+}
+
+async fn run(cli: Cli) -> Result<bool> {
+    let runs = cli
+        .runs
+        .unwrap_or(if cli.command == Workloads::All { 3 } else { 1 })
+        .max(1);
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let workdir = std::env::temp_dir().join(format!(
+        "smbench-{}-{}",
+        std::process::id(),
+        stamp.as_secs()
+    ));
+    std::fs::create_dir_all(&workdir).with_context(|| format!("creating {}", workdir.display()))?;
+    let common = Common {
+        daemon_bin: daemon_bin(cli.daemon_bin.clone())?,
+        etcd: cli.etcd.clone(),
+        daemon: cli.daemon.clone(),
+        workdir: workdir.clone(),
+        seed: cli.seed,
+        session: format!("{:x}", stamp.as_millis() % 0xff_ffff),
+    };
+    if common.daemon.is_none() && !common.daemon_bin.exists() {
+        bail!(
+            "daemon binary {} not found: cargo build --release -p statemanager, or pass --daemon-bin",
+            common.daemon_bin.display()
+        );
+    }
+    let machine = MachineContext::read();
+    machine.print();
+    println!(
+        "runs per workload: {runs}; daemon logs in {}",
+        workdir.display()
+    );
+
+    let all = cli.command == Workloads::All;
+    let mut summaries = Vec::new();
+    if all || cli.command == Workloads::W1 {
+        for &c in &cli.w1_concurrency {
+            let scenarios = cli.scenarios.unwrap_or_else(|| w1::default_scenarios(c));
+            let label = format!("W1 c={c}");
+            println!("\n{label}: {scenarios} scenarios x 4 transitions, concurrency {c}");
+            repeat(&mut summaries, &label, runs, |run| {
+                w1::run(&common, run, c, scenarios)
+            })
+            .await;
+        }
+    }
+
+    println!("\n==================== summary ====================");
+    machine.print();
+    for summary in &summaries {
+        summary.print();
+    }
+    let passed = summaries.iter().all(WorkloadSummary::passed);
+    if let Some(path) = &cli.json {
+        let doc = json!({
+            "machine": machine.to_json(),
+            "runs": runs,
+            "passed": passed,
+            "workloads": summaries.iter().map(WorkloadSummary::to_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("\nJSON written to {}", path.display());
+    }
+    if passed {
+        let _ = std::fs::remove_dir_all(&workdir);
+        println!("\nall verifications passed");
+    } else {
+        println!(
+            "\nFAILED: see above; daemon logs kept in {}",
+            workdir.display()
+        );
+    }
+    Ok(passed)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("smbench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

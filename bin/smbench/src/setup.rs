@@ -1,0 +1,160 @@
+//! What one measurement runs against: a fresh etcd (or `--etcd`), the
+//! ActionController double, the daemon as a child process (or `--daemon`),
+//! one etcd client and one gRPC channel shared by every task.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use etcd_client::Client;
+use tonic::transport::{Channel, Endpoint};
+use transport_grpc::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
+use transport_grpc::testing::ActionControllerDouble;
+
+use crate::daemon::{Daemon, DaemonSpec};
+use crate::kv;
+
+/// The generated StateManager client over the shared channel.
+pub type Sm = StateManagerConnectionClient<Channel>;
+
+/// Options common to every workload.
+#[derive(Debug, Clone)]
+pub struct Common {
+    /// The daemon binary to spawn.
+    pub daemon_bin: PathBuf,
+    /// An already-running etcd instead of a fresh one per run.
+    pub etcd: Option<String>,
+    /// An already-running daemon instead of spawning one.
+    pub daemon: Option<String>,
+    /// Where daemon logs go.
+    pub workdir: PathBuf,
+    /// The workload seed.
+    pub seed: u64,
+    /// A tag unique to this invocation (keeps names apart on a reused etcd).
+    pub session: String,
+}
+
+/// One measurement's etcd, ActionController double, daemon and clients.
+pub struct Env {
+    /// The fresh etcd (None with `--etcd`).
+    pub etcd: Option<etcd_harness::Etcd>,
+    /// Its client URL.
+    pub etcd_url: String,
+    /// The shared etcd client.
+    pub kv: Client,
+    /// The ActionController double the spawned daemon calls.
+    pub ac: ActionControllerDouble,
+    /// The spawned daemon (None with `--daemon`, or before [`start_daemon`](Self::start_daemon)).
+    pub daemon: Option<Daemon>,
+    /// The shared gRPC client, once the daemon is up.
+    pub sm: Option<Sm>,
+    common: Common,
+}
+
+/// Connects one HTTP/2 channel to `url`.
+pub async fn connect_sm(url: &str) -> Result<Sm> {
+    let channel = Endpoint::from_shared(url.to_owned())
+        .context("daemon URL")?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .with_context(|| format!("connecting to the daemon at {url}"))?;
+    Ok(StateManagerConnectionClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
+}
+
+impl Env {
+    /// Starts a fresh etcd (unless `--etcd`) and the ActionController double.
+    pub async fn start(common: &Common) -> Result<Env> {
+        let (etcd, etcd_url) = match &common.etcd {
+            Some(url) => (None, url.clone()),
+            None => {
+                // etcd 3.4 slows after big bursts: every measurement gets its own.
+                let etcd = etcd_harness::Etcd::builder()
+                    .auto_compaction_retention("1")
+                    .start()
+                    .context("starting etcd")?;
+                let url = etcd.endpoint();
+                (Some(etcd), url)
+            }
+        };
+        let kv = kv::connect(&etcd_url).await?;
+        kv::revision(&kv).await.context("etcd does not answer")?;
+        let ac = ActionControllerDouble::start().await;
+        Ok(Env {
+            etcd,
+            etcd_url,
+            kv,
+            ac,
+            daemon: None,
+            sm: None,
+            common: common.clone(),
+        })
+    }
+
+    /// `true` when smbench spawned the daemon (reconcile counts and memory are then known).
+    pub fn owns_daemon(&self) -> bool {
+        self.common.daemon.is_none()
+    }
+
+    /// The spec of a daemon for this environment, listening on `listen`.
+    pub fn spec(&self, label: &str, listen: &str) -> DaemonSpec {
+        DaemonSpec {
+            bin: self.common.daemon_bin.clone(),
+            etcd: self.etcd_url.clone(),
+            action_controller: self.ac.url(),
+            listen: listen.to_owned(),
+            log_path: self.common.workdir.join(format!("{label}.log")),
+        }
+    }
+
+    /// Spawns the daemon (or connects to `--daemon`) and connects the shared channel.
+    pub async fn start_daemon(&mut self, label: &str) -> Result<()> {
+        let url = match &self.common.daemon {
+            Some(url) => url.clone(),
+            None => {
+                let mut daemon = Daemon::spawn(&self.spec(label, "127.0.0.1:0"))?;
+                let addr = daemon.wait_listening(Duration::from_secs(60)).await?;
+                self.daemon = Some(daemon);
+                format!("http://{addr}")
+            }
+        };
+        self.sm = Some(connect_sm(&url).await?);
+        Ok(())
+    }
+
+    /// The shared gRPC client.
+    pub fn sm(&self) -> Result<Sm> {
+        match &self.sm {
+            Some(sm) => Ok(sm.clone()),
+            None => bail!("the daemon is not started"),
+        }
+    }
+
+    /// Where to look when something failed.
+    pub fn log_hint(&self) -> String {
+        match &self.daemon {
+            Some(d) => format!("daemon log: {}", d.log_path.display()),
+            None => "daemon given with --daemon: see its own log".into(),
+        }
+    }
+
+    /// Fails when the spawned daemon is no longer running.
+    pub fn check_alive(&mut self) -> Result<()> {
+        if let Some(d) = &mut self.daemon
+            && !d.is_running()
+        {
+            bail!("the daemon exited; log {}", d.log_path.display());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Daemon first (it would otherwise log etcd errors while etcd goes).
+        if let Some(mut d) = self.daemon.take() {
+            d.stop();
+        }
+    }
+}

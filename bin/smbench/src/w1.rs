@@ -1,0 +1,229 @@
+//! W1 scenario lifecycles (P1 at concurrency 64, P2 at concurrency 1): S
+//! distinct scenarios, each Idle -> Waiting -> Satisfied -> Allowed ->
+//! Completed by `SendStateChange`, C client tasks pulling scenario indexes
+//! from a shared counter. Verified afterwards by reading etcd.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use transport_grpc::proto::statemanager as sm;
+
+use crate::baseline;
+use crate::kv;
+use crate::report::{Bound, RunResult};
+use crate::setup::{Common, Env};
+use crate::stats::Latencies;
+
+/// STATE-MACHINES §4: each step's target and the component that requests it.
+const STEPS: [(&str, &str, &str); 4] = [
+    ("Idle", "Waiting", "FilterGateway"),
+    ("Waiting", "Satisfied", "FilterGateway"),
+    ("Satisfied", "Allowed", "PolicyManager"),
+    ("Allowed", "Completed", "ActionController"),
+];
+
+/// The default number of scenarios at a concurrency.
+pub fn default_scenarios(concurrency: usize) -> usize {
+    if concurrency >= 16 { 16_000 } else { 2_000 }
+}
+
+struct Outcome {
+    wall: Duration,
+    latencies: Latencies,
+    failures: usize,
+    first_failure: Option<String>,
+}
+
+async fn drive(env: &Env, prefix: &str, scenarios: usize, concurrency: usize) -> Result<Outcome> {
+    let client = env.sm()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let mut client = client.clone();
+            let next = next.clone();
+            let prefix = prefix.to_owned();
+            tokio::spawn(async move {
+                let mut latencies = Latencies::default();
+                let mut failures = 0usize;
+                let mut first_failure = None;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= scenarios {
+                        return (latencies, failures, first_failure);
+                    }
+                    let name = format!("{prefix}-{i}");
+                    for (step, (from, to, source)) in STEPS.iter().enumerate() {
+                        let request = sm::StateChange {
+                            resource_type: sm::ResourceType::Scenario as i32,
+                            resource_name: name.clone(),
+                            current_state: (*from).into(),
+                            target_state: (*to).into(),
+                            transition_id: format!("{name}-{step}"),
+                            timestamp_ns: 0,
+                            source: (*source).into(),
+                        };
+                        let mut call = tonic::Request::new(request);
+                        call.set_timeout(Duration::from_secs(30));
+                        let t0 = Instant::now();
+                        let answer = client.send_state_change(call).await;
+                        latencies.record(t0.elapsed());
+                        let problem = match answer {
+                            Ok(a) => {
+                                let a = a.into_inner();
+                                (a.error_code != sm::ErrorCode::Success as i32).then(|| {
+                                    format!(
+                                        "'{name}' {from}->{to}: {} {}",
+                                        sm::ErrorCode::try_from(a.error_code)
+                                            .map(|c| c.as_str_name().to_owned())
+                                            .unwrap_or_else(|_| a.error_code.to_string()),
+                                        a.message
+                                    )
+                                })
+                            }
+                            Err(status) => Some(format!("'{name}' {from}->{to}: gRPC {status}")),
+                        };
+                        if let Some(problem) = problem {
+                            failures += 1;
+                            first_failure.get_or_insert(problem);
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut outcome = Outcome {
+        wall: Duration::ZERO,
+        latencies: Latencies::default(),
+        failures: 0,
+        first_failure: None,
+    };
+    for task in tasks {
+        let (latencies, failures, first) = task.await.context("W1 task")?;
+        outcome.latencies.merge(&latencies);
+        outcome.failures += failures;
+        if outcome.first_failure.is_none() {
+            outcome.first_failure = first;
+        }
+    }
+    outcome.wall = started.elapsed();
+    Ok(outcome)
+}
+
+/// Every scenario `{prefix}-{i}` reads `Completed` and has exactly 4 history records.
+async fn verify(env: &Env, prefix: &str, scenarios: usize, result: &mut RunResult) -> Result<()> {
+    let states: HashMap<String, String> = kv::read_prefix(&env.kv, "/scenario/", false)
+        .await?
+        .into_iter()
+        .collect();
+    let mut history: HashMap<String, usize> = HashMap::new();
+    for (key, _) in kv::read_prefix(&env.kv, "/statemanager/history/scenario/", true).await? {
+        if let Some(name) = key
+            .strip_prefix("/statemanager/history/scenario/")
+            .and_then(|rest| rest.rsplit_once('/'))
+            .map(|(name, _)| name)
+            && name.starts_with(prefix)
+        {
+            *history.entry(name.to_owned()).or_default() += 1;
+        }
+    }
+    let mut wrong_state = Vec::new();
+    let mut wrong_history = Vec::new();
+    for i in 0..scenarios {
+        let name = format!("{prefix}-{i}");
+        let state = states.get(&format!("/scenario/{name}/state"));
+        if state.map(String::as_str) != Some("Completed") {
+            wrong_state.push(format!(
+                "{name}={}",
+                state.map(String::as_str).unwrap_or("<absent>")
+            ));
+        }
+        let records = history.get(&name).copied().unwrap_or(0);
+        if records != 4 {
+            wrong_history.push(format!("{name}: {records} records"));
+        }
+    }
+    if !wrong_state.is_empty() {
+        result.fail(format!(
+            "{} of {scenarios} scenarios not Completed in etcd, e.g. {}",
+            wrong_state.len(),
+            wrong_state[..wrong_state.len().min(5)].join(", ")
+        ));
+    }
+    if !wrong_history.is_empty() {
+        result.fail(format!(
+            "{} of {scenarios} scenarios without exactly 4 history records, e.g. {}",
+            wrong_history.len(),
+            wrong_history[..wrong_history.len().min(5)].join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// One run of W1 at `concurrency` with `scenarios` scenarios, against a fresh etcd and daemon.
+pub async fn run(
+    common: &Common,
+    run: usize,
+    concurrency: usize,
+    scenarios: usize,
+) -> Result<RunResult> {
+    let label = format!("W1 c={concurrency}");
+    let mut result = RunResult::new(&label);
+    let mut env = Env::start(common).await?;
+    env.start_daemon(&format!("w1-c{concurrency}-r{run}"))
+        .await?;
+    let prefix = format!("w1-{}-r{run}-c{concurrency}", common.session);
+    let transitions = scenarios * STEPS.len();
+    let (outcome, baselines) = baseline::alternate(
+        run,
+        baseline::measure(&env.kv, &format!("w1-r{run}"), concurrency, transitions),
+        || drive(&env, &prefix, scenarios, concurrency),
+    )
+    .await?;
+    env.check_alive()?;
+    let per_s = transitions as f64 / outcome.wall.as_secs_f64();
+    let base = &baselines.at_c;
+    result.fig("transitions_per_s", "/s", per_s);
+    result.latencies("latency", &outcome.latencies);
+    baselines.add_to(&mut result);
+    if concurrency == 64 {
+        result.target(
+            "ratio_vs_raw_put_throughput",
+            "x",
+            per_s / base.per_s,
+            "P1",
+            Bound::AtLeast(1.0),
+        );
+    } else {
+        result.fig("ratio_vs_raw_put_throughput", "x", per_s / base.per_s);
+    }
+    if concurrency == 1 {
+        let p50 = outcome.latencies.ms(0.5);
+        let raw = baselines.c1.latencies.ms(0.5);
+        result.target(
+            "p50_minus_raw_p50_ms",
+            "ms",
+            p50 - raw,
+            "P2",
+            Bound::AtMost(0.5),
+        );
+        result.fig("ratio_p50_vs_raw_p50", "x", p50 / raw);
+    }
+    if outcome.failures > 0 {
+        result.fail(format!(
+            "{} answers were not ERROR_CODE_SUCCESS, first: {}; {}",
+            outcome.failures,
+            outcome.first_failure.unwrap_or_default(),
+            env.log_hint()
+        ));
+    }
+    verify(&env, &prefix, scenarios, &mut result).await?;
+    if !result.failures.is_empty() {
+        result.note(env.log_hint());
+    }
+    Ok(result)
+}
