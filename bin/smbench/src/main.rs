@@ -29,13 +29,18 @@
 //! and `memory`/`startup` (which need their own daemon process) refuse to run.
 
 mod baseline;
+mod cascade;
 mod context;
 mod daemon;
 mod kv;
 mod report;
+mod rules;
 mod setup;
 mod stats;
+mod topology;
+mod tracker;
 mod w1;
+mod w2;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +92,18 @@ struct Cli {
     /// W1: client concurrencies to measure (P1 at 64, P2 at 1).
     #[arg(long, global = true, value_delimiter = ',', default_values_t = [64, 1])]
     w1_concurrency: Vec<usize>,
+    /// W2: rounds of reports per node.
+    #[arg(long, global = true, default_value_t = 50)]
+    rounds: usize,
+    /// W2/memory: fraction of the models flipped to another state in each round after the first.
+    #[arg(long, global = true, default_value_t = 0.5)]
+    flip_fraction: f64,
+    /// W3: quiet reports per measurement.
+    #[arg(long, global = true, default_value_t = 4000)]
+    reports: usize,
+    /// W3: concurrencies to measure (4 = one task per node).
+    #[arg(long, global = true, value_delimiter = ',', default_values_t = [4, 16])]
+    w3_concurrency: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -95,6 +112,10 @@ enum Workloads {
     All,
     /// W1 scenario lifecycles at concurrency 64 (P1) and 1 (P2).
     W1,
+    /// W2 cascades (P3): rounds of full node reports, each waited until durable in etcd.
+    W2,
+    /// W3 quiet reports (P4): unchanged reports, zero etcd writes.
+    W3,
 }
 
 fn daemon_bin(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -177,6 +198,34 @@ async fn run(cli: Cli) -> Result<bool> {
             println!("\n{label}: {scenarios} scenarios x 4 transitions, concurrency {c}");
             repeat(&mut summaries, &label, runs, |run| {
                 w1::run(&common, run, c, scenarios)
+            })
+            .await;
+        }
+    }
+
+    if all || cli.command == Workloads::W2 {
+        let options = w2::W2Options {
+            rounds: cli.rounds,
+            flip: cli.flip_fraction,
+        };
+        println!(
+            "\nW2: 100 packages x 4 models x 2 containers on 4 nodes, {} rounds, flip fraction {}",
+            options.rounds, options.flip
+        );
+        repeat(&mut summaries, "W2 cascades", runs, |run| {
+            w2::run_w2(&common, run, options)
+        })
+        .await;
+    }
+    if all || cli.command == Workloads::W3 {
+        for &c in &cli.w3_concurrency {
+            let label = format!("W3 quiet c={c}");
+            println!(
+                "\n{label}: {} unchanged 200-container reports, concurrency {c}",
+                cli.reports
+            );
+            repeat(&mut summaries, &label, runs, |run| {
+                w2::run_w3(&common, run, c, cli.reports)
             })
             .await;
         }

@@ -1,0 +1,209 @@
+//! W2 cascades (P3) and W3 quiet reports (P4) on W2's topology: 100
+//! packages x 4 models x 2 containers on 4 nodes, 200 containers per report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::baseline;
+use crate::cascade::{self, Plan};
+use crate::kv;
+use crate::report::{Bound, RunResult};
+use crate::setup::Common;
+use crate::setup::Env;
+use crate::stats::{Latencies, SplitMix64};
+use crate::topology::Topology;
+
+/// W2's topology.
+pub const TOPOLOGY: Topology = Topology {
+    packages: 100,
+    nodes: 4,
+};
+
+/// Puts of the raw baseline at W2's concurrency (4).
+const W2_BASELINE_PUTS: usize = 4_000;
+
+/// W2's knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct W2Options {
+    /// Rounds of reports per node.
+    pub rounds: usize,
+    /// Fraction of the models given another state in each round after the first.
+    pub flip: f64,
+}
+
+/// One run of W2.
+pub async fn run_w2(common: &Common, run: usize, options: W2Options) -> Result<RunResult> {
+    let topo = TOPOLOGY;
+    let mut result = RunResult::new("W2 cascades");
+    let mut env = Env::start(common).await?;
+    let tracker = cascade::prepare(&mut env, topo, &format!("w2-r{run}"), true).await?;
+    let initial = cascade::package_states(&tracker, topo).await?;
+    let mut rng = SplitMix64::new(common.seed ^ (run as u64).wrapping_mul(0x9E37));
+    let rounds = topo.draw_rounds(options.rounds.max(1), options.flip, &mut rng);
+    let entries = topo.error_entries(&initial, &rounds);
+    let plan = Plan::new(topo, &rounds);
+    let started = Instant::now();
+    let (outcome, baselines) = baseline::alternate(
+        run,
+        baseline::measure(&env.kv, &format!("w2-r{run}"), topo.nodes, W2_BASELINE_PUTS),
+        || cascade::run_rounds(&env, &tracker, plan),
+    )
+    .await?;
+    env.check_alive()?;
+    let per_s = outcome.reports as f64 / outcome.wall.as_secs_f64();
+    result.target("reports_per_s", "/s", per_s, "P3", Bound::AtLeast(100.0));
+    result.fig("durable_p50_ms", "ms", outcome.durable.ms(0.5));
+    result.fig("durable_p90_ms", "ms", outcome.durable.ms(0.9));
+    result.target(
+        "durable_p99_ms",
+        "ms",
+        outcome.durable.ms(0.99),
+        "P3",
+        Bound::AtMost(50.0),
+    );
+    result.fig("durable_max_ms", "ms", outcome.durable.max_ms());
+    result.fig("answer_p50_ms", "ms", outcome.answer.ms(0.5));
+    result.fig("answer_p99_ms", "ms", outcome.answer.ms(0.99));
+    result.fig(
+        "durable_to_answer_p50_ms",
+        "ms",
+        outcome.durable_to_answer.ms(0.5),
+    );
+    result.fig(
+        "durable_to_answer_p99_ms",
+        "ms",
+        outcome.durable_to_answer.ms(0.99),
+    );
+    baselines.add_to(&mut result);
+    result.fig(
+        "ratio_reports_vs_raw_puts",
+        "x",
+        per_s / baselines.at_c.per_s,
+    );
+    cascade::verify_final(
+        &env,
+        topo,
+        rounds.last().expect("at least one round"),
+        &mut result,
+    )
+    .await?;
+    cascade::verify_reconciles(&env, &entries, started.elapsed(), &mut result).await;
+    if !result.failures.is_empty() {
+        result.note(env.log_hint());
+    }
+    Ok(result)
+}
+
+/// One run of W3 at `concurrency`: W2's first round applied and durable,
+/// then `reports` copies of the nodes' last reports; etcd must see no write.
+pub async fn run_w3(
+    common: &Common,
+    run: usize,
+    concurrency: usize,
+    reports: usize,
+) -> Result<RunResult> {
+    let topo = TOPOLOGY;
+    let mut result = RunResult::new(format!("W3 quiet c={concurrency}"));
+    let mut env = Env::start(common).await?;
+    let tracker =
+        cascade::prepare(&mut env, topo, &format!("w3-c{concurrency}-r{run}"), true).await?;
+    let initial = cascade::package_states(&tracker, topo).await?;
+    let mut rng = SplitMix64::new(common.seed ^ (run as u64).wrapping_mul(0x9E37));
+    let rounds = topo.draw_rounds(1, 0.0, &mut rng);
+    let entries = topo.error_entries(&initial, &rounds);
+    cascade::run_rounds(&env, &tracker, Plan::new(topo, &rounds)).await?;
+    cascade::wait_quiet(&env, entries.iter().sum()).await?;
+    let last: Vec<_> = (0..topo.nodes)
+        .map(|n| topo.report(n, &rounds[0]))
+        .collect();
+    let ((outcome, writes), baselines) = baseline::alternate(
+        run,
+        baseline::measure(&env.kv, &format!("w3-r{run}"), concurrency, reports),
+        || async {
+            let before = kv::revision(&env.kv).await?;
+            let outcome = quiet(&env, &last, concurrency, reports).await?;
+            let after = kv::revision(&env.kv).await?;
+            Ok((outcome, after - before))
+        },
+    )
+    .await?;
+    env.check_alive()?;
+    let (wall, latencies, failures) = outcome;
+    let per_s = reports as f64 / wall.as_secs_f64();
+    result.target("reports_per_s", "/s", per_s, "P4", Bound::AtLeast(2000.0));
+    result.latencies("answer", &latencies);
+    result.target("etcd_writes", "", writes as f64, "P4", Bound::AtMost(0.0));
+    baselines.add_to(&mut result);
+    result.fig(
+        "ratio_reports_vs_raw_puts",
+        "x",
+        per_s / baselines.at_c.per_s,
+    );
+    if writes != 0 {
+        result.fail(format!(
+            "etcd's revision moved by {writes} during the quiet reports (expected 0 writes)"
+        ));
+    }
+    if let Some((count, first)) = failures {
+        result.fail(format!("{count} quiet reports failed, first: {first}"));
+    }
+    cascade::verify_final(&env, topo, &rounds[0], &mut result).await?;
+    if !result.failures.is_empty() {
+        result.note(env.log_hint());
+    }
+    Ok(result)
+}
+
+type QuietOutcome = (Duration, Latencies, Option<(usize, String)>);
+
+/// `count` unchanged reports, `concurrency` in flight; task t sends node t mod nodes.
+async fn quiet(
+    env: &Env,
+    last: &[transport_grpc::proto::monitoringserver::ContainerList],
+    concurrency: usize,
+    count: usize,
+) -> Result<QuietOutcome> {
+    let client = env.sm()?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|t| {
+            let mut client = client.clone();
+            let next = next.clone();
+            let report = last[t % last.len()].clone();
+            tokio::spawn(async move {
+                let mut latencies = Latencies::default();
+                let mut failures = 0usize;
+                let mut first = None;
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let mut request = tonic::Request::new(report.clone());
+                    request.set_timeout(Duration::from_secs(30));
+                    let t0 = Instant::now();
+                    let answer = client.send_changed_container_list(request).await;
+                    latencies.record(t0.elapsed());
+                    if let Err(status) = answer {
+                        failures += 1;
+                        first.get_or_insert_with(|| status.to_string());
+                    }
+                }
+                (latencies, failures, first)
+            })
+        })
+        .collect();
+    let mut latencies = Latencies::default();
+    let mut failures = 0;
+    let mut first = None;
+    for task in tasks {
+        let (l, f, fst) = task.await.context("W3 task")?;
+        latencies.merge(&l);
+        failures += f;
+        if first.is_none() {
+            first = fst;
+        }
+    }
+    let wall = started.elapsed();
+    Ok((wall, latencies, first.map(|f| (failures, f))))
+}
