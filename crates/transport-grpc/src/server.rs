@@ -15,7 +15,7 @@ use engine::{Delivery, Subscription};
 use futures::Stream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
@@ -391,14 +391,20 @@ where
         .max_concurrent_streams(options.max_concurrent_streams)
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
-        .tcp_keepalive(Some(Duration::from_secs(60)))
-        .tcp_nodelay(true)
         .timeout(options.request_timeout)
         .add_service(service)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopped)
+        // The builder's tcp_nodelay/tcp_keepalive apply only to listeners it
+        // binds itself; without NODELAY a small answer waits for the peer's
+        // delayed ACK (40 ms on Linux).
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            stopped,
+        )
         .await?;
     info!(%address, "gRPC server stopped");
     Ok(())
