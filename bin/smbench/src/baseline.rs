@@ -128,7 +128,7 @@ where
     W: FnOnce() -> F,
     F: std::future::Future<Output = Result<T>>,
 {
-    if run % 2 == 0 {
+    if run.is_multiple_of(2) {
         let b = baseline.await?;
         settle().await;
         let w = workload().await?;

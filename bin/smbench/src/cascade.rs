@@ -131,7 +131,7 @@ pub async fn run_rounds(env: &Env, tracker: &Tracker, plan: Plan) -> Result<Roun
         .zip(plan.expected)
         .enumerate()
         .map(|(node, (reports, expected))| {
-            let mut client = client.clone();
+            let client = client.clone();
             let tracker = tracker.clone();
             tokio::spawn(async move {
                 let mut durable = Latencies::default();

@@ -29,7 +29,7 @@ pub struct DaemonSpec {
 
 enum LogEvent {
     Listening(SocketAddr, Instant),
-    Metrics(SocketAddr, Instant),
+    Metrics(SocketAddr),
 }
 
 /// A running daemon.
@@ -96,7 +96,7 @@ impl Daemon {
                 } else if let Some(addr) = address_after(&line, "metrics on ")
                     && let Ok(addr) = addr.parse()
                 {
-                    let _ = tx.send(LogEvent::Metrics(addr, now));
+                    let _ = tx.send(LogEvent::Metrics(addr));
                 }
                 let _ = writeln!(log, "{line}");
                 let _ = log.flush();
@@ -121,7 +121,7 @@ impl Daemon {
         loop {
             while let Ok(event) = self.events.try_recv() {
                 match event {
-                    LogEvent::Metrics(addr, _) => self.metrics = Some(addr),
+                    LogEvent::Metrics(addr) => self.metrics = Some(addr),
                     LogEvent::Listening(addr, at) => {
                         self.grpc = Some(addr);
                         self.listening_at = Some(at);

@@ -48,7 +48,8 @@ pub async fn read_range(
     end: Vec<u8>,
     keys_only: bool,
 ) -> Result<(Vec<(String, String)>, i64)> {
-    let mut kv = kv.clone();
+    // Pages of definitions can pass tonic's default 4 MiB answer limit.
+    let mut kv = kv.kv_client().max_decoding_message_size(256 * 1024 * 1024);
     let mut out = Vec::new();
     let mut from = start;
     let mut at_revision = 0;

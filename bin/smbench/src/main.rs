@@ -33,9 +33,11 @@ mod cascade;
 mod context;
 mod daemon;
 mod kv;
+mod memory;
 mod report;
 mod rules;
 mod setup;
+mod startup;
 mod stats;
 mod topology;
 mod tracker;
@@ -104,6 +106,12 @@ struct Cli {
     /// W3: concurrencies to measure (4 = one task per node).
     #[arg(long, global = true, value_delimiter = ',', default_values_t = [4, 16])]
     w3_concurrency: Vec<usize>,
+    /// memory: flip rounds after the first full round.
+    #[arg(long, global = true, default_value_t = 3)]
+    memory_rounds: usize,
+    /// startup: packages written to etcd (14 state keys each; 7200 gives 100,800).
+    #[arg(long, global = true, default_value_t = 7200)]
+    startup_packages: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -116,6 +124,10 @@ enum Workloads {
     W2,
     /// W3 quiet reports (P4): unchanged reports, zero etcd writes.
     W3,
+    /// Memory (P6): RSS with 2.5k packages, 10k models, 20k containers on 20 nodes.
+    Memory,
+    /// Start-up (P7): spawn -> first answer with >= 100k state keys in etcd.
+    Startup,
 }
 
 fn daemon_bin(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -229,6 +241,26 @@ async fn run(cli: Cli) -> Result<bool> {
             })
             .await;
         }
+    }
+    if all || cli.command == Workloads::Memory {
+        println!(
+            "\nmemory: 2500 packages x 4 models x 2 containers on 20 nodes, 1 + {} rounds",
+            cli.memory_rounds
+        );
+        repeat(&mut summaries, "memory (P6)", runs, |run| {
+            memory::run(&common, run, cli.flip_fraction, cli.memory_rounds)
+        })
+        .await;
+    }
+    if all || cli.command == Workloads::Startup {
+        println!(
+            "\nstartup: {} packages (14 state keys each) in etcd",
+            cli.startup_packages
+        );
+        repeat(&mut summaries, "startup (P7)", runs, |run| {
+            startup::run(&common, run, cli.startup_packages)
+        })
+        .await;
     }
 
     println!("\n==================== summary ====================");

@@ -30,6 +30,9 @@ impl Bound {
     }
 }
 
+/// A figure's QUALITY-BAR target: its id and bound.
+pub type Target = Option<(&'static str, Bound)>;
+
 /// One figure of a run: a throughput, a latency, a baseline or a ratio.
 #[derive(Debug, Clone)]
 pub struct Figure {
@@ -40,7 +43,7 @@ pub struct Figure {
     /// The value.
     pub value: f64,
     /// The QUALITY-BAR target this figure is judged by (id and bound).
-    pub target: Option<(&'static str, Bound)>,
+    pub target: Target,
 }
 
 /// What one run of one workload measured, and whether its verification held.
@@ -174,8 +177,8 @@ impl WorkloadSummary {
         !self.runs.is_empty() && self.runs.iter().all(|r| r.failures.is_empty())
     }
 
-    fn names(&self) -> Vec<(String, &'static str, Option<(&'static str, Bound)>)> {
-        let mut names: Vec<(String, &'static str, Option<(&'static str, Bound)>)> = Vec::new();
+    fn names(&self) -> Vec<(String, &'static str, Target)> {
+        let mut names: Vec<(String, &'static str, Target)> = Vec::new();
         for run in &self.runs {
             for f in &run.figures {
                 if !names.iter().any(|(n, _, _)| *n == f.name) {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use etcd_client::{Client, EventType, WatchOptions};
 use tokio::sync::{mpsc, oneshot};
 
@@ -190,22 +190,6 @@ impl Tracker {
             .send(Command::Snapshot(reply))
             .map_err(|_| anyhow!("the etcd watch ended"))?;
         rx.await.context("the etcd watch ended")
-    }
-
-    /// Waits until `expected` holds, at most `within`; the error lists up to
-    /// five keys that differ.
-    pub async fn wait(
-        &self,
-        slot: usize,
-        expected: Vec<(String, String)>,
-        within: Duration,
-    ) -> Result<Instant> {
-        let rx = self.expect(slot, expected.clone())?;
-        match tokio::time::timeout(within, rx).await {
-            Ok(Ok(at)) => Ok(at),
-            Ok(Err(_)) => bail!("the etcd watch ended"),
-            Err(_) => bail!("{}", self.describe_mismatch(&expected, within).await),
-        }
     }
 
     /// Which expected keys differ now (for error messages).
