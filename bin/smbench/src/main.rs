@@ -63,7 +63,17 @@ use crate::setup::Common;
 /// same run and the ratio. A failed verification prints FAILED and makes the
 /// exit code non-zero.
 #[derive(Debug, Parser)]
-#[command(name = "smbench", version)]
+#[command(
+    name = "smbench",
+    version,
+    after_help = "Examples:\n  \
+    cargo build --release -p statemanager -p smbench && target/release/smbench all --runs 3\n  \
+    target/release/smbench w1 --runs 3 --json w1.json\n  \
+    target/release/smbench w2 --rounds 100 --flip-fraction 0.25\n  \
+    target/release/smbench w3 --w3-concurrency 4,16 --reports 8000\n  \
+    target/release/smbench memory\n  \
+    target/release/smbench startup --startup-packages 7200"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Workloads,
