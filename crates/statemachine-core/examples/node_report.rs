@@ -503,6 +503,7 @@ fn read_report(path: &str) -> Result<NodeReport, String> {
                 state: strings(c.state),
                 config: strings(c.config),
                 annotations: strings(c.annotation),
+                derived: None,
             })
             .collect(),
     })

@@ -97,6 +97,28 @@ pub struct ReportedContainer {
     pub config: HashMap<String, String>,
     /// The container's annotations.
     pub annotations: HashMap<String, String>,
+    /// The state already derived from `state` by [`Self::derive_state`],
+    /// which then drops the map; `None`: planning derives it from `state`.
+    pub derived: Option<ContainerState>,
+}
+
+impl ReportedContainer {
+    /// Derives the container's state now (STATE-MACHINES §1) and drops the
+    /// podman map, which is most of a report's memory (eleven strings and a
+    /// hash table per container). A transport calls this as soon as it has
+    /// decoded a report, before the report waits in a queue.
+    pub fn derive_state(&mut self) {
+        if self.derived.is_none() {
+            self.derived = Some(container_state(&self.state));
+        }
+        self.state = HashMap::new();
+    }
+
+    /// The container's state: derived earlier, or from `state` now.
+    pub fn container_state(&self) -> ContainerState {
+        self.derived
+            .unwrap_or_else(|| container_state(&self.state))
+    }
 }
 
 /// A node's full container list (`monitoringserver.ContainerList`).
@@ -822,7 +844,7 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
                 "",
             );
         }
-        let state = container_state(&c.state);
+        let state = c.container_state();
         // (Empty maps are common: skip hashing the keys at all.)
         let model = s.topology.model_for_container(
             name,

@@ -36,8 +36,11 @@ pub struct Topology {
     scenarios: BTreeMap<String, ScenarioDef>,
     packages: BTreeMap<String, PackageDef>,
     models: BTreeMap<String, ModelDef>,
-    model_packages: FastMap<String, BTreeSet<String>>,
-    package_scenarios: FastMap<String, BTreeSet<String>>,
+    /// model -> the packages listing it, sorted (a sorted `Vec`: most
+    /// models are in one package, and a `BTreeSet` node holds 11 slots).
+    model_packages: FastMap<String, Vec<String>>,
+    /// package -> the scenarios targeting it, sorted.
+    package_scenarios: FastMap<String, Vec<String>>,
     /// `{model}-{container}` (podman's pod container names) -> model.
     container_models: FastMap<String, String>,
 }
@@ -83,10 +86,7 @@ impl Topology {
                     self.unlink_scenario(&old);
                 }
                 if let Some(target) = &def.target {
-                    self.package_scenarios
-                        .entry(target.as_str().to_owned())
-                        .or_default()
-                        .insert(name.clone());
+                    add_link(&mut self.package_scenarios, target.as_str(), &name);
                 }
                 affected.scenarios.insert(name.clone());
                 self.scenarios.insert(name, def);
@@ -100,10 +100,7 @@ impl Topology {
                     self.unlink_package(&old);
                 }
                 for model in &def.models {
-                    self.model_packages
-                        .entry(model.name.as_str().to_owned())
-                        .or_default()
-                        .insert(name.clone());
+                    add_link(&mut self.model_packages, model.name.as_str(), &name);
                     affected.models.insert(model.name.as_str().to_owned());
                 }
                 affected.packages.insert(name.clone());
@@ -280,10 +277,22 @@ impl Topology {
     }
 }
 
-fn remove_link(index: &mut FastMap<String, BTreeSet<String>>, from: &str, to: &str) {
-    if let Some(set) = index.get_mut(from) {
-        set.remove(to);
-        if set.is_empty() {
+fn add_link(index: &mut FastMap<String, Vec<String>>, from: &str, to: &str) {
+    let links = match index.get_mut(from) {
+        Some(links) => links,
+        None => index.entry(from.to_owned()).or_default(),
+    };
+    if let Err(i) = links.binary_search_by(|l| l.as_str().cmp(to)) {
+        links.insert(i, to.to_owned());
+    }
+}
+
+fn remove_link(index: &mut FastMap<String, Vec<String>>, from: &str, to: &str) {
+    if let Some(links) = index.get_mut(from) {
+        if let Ok(i) = links.binary_search_by(|l| l.as_str().cmp(to)) {
+            links.remove(i);
+        }
+        if links.is_empty() {
             index.remove(from);
         }
     }

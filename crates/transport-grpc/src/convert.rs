@@ -15,7 +15,7 @@ use engine::{Delivery, Event, EventFilter, EventKind, Severity};
 use statemachine_core::name::validate;
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{
-    ErrorCode, NodeReport, ReportedContainer, RequestKind, ResourceKind, StateChangeRequest,
+    ContainerState, ErrorCode, NodeReport, ReportedContainer, RequestKind, ResourceKind, StateChangeRequest,
 };
 use tonic::{Code, Status};
 
@@ -308,28 +308,55 @@ pub fn node_report(list: ms::ContainerList) -> NodeReport {
         containers: list
             .containers
             .into_iter()
-            .map(|info| ReportedContainer {
-                id: info.id,
-                names: info.names,
-                state: info.state,
-                config: info.config,
-                annotations: info.annotation,
+            .map(|info| {
+                let mut container = ReportedContainer {
+                    id: info.id,
+                    names: info.names,
+                    state: info.state,
+                    config: info.config,
+                    annotations: info.annotation,
+                    derived: None,
+                };
+                // Queued reports keep only what planning needs.
+                container.derive_state();
+                container
             })
             .collect(),
     }
 }
 
 /// A container as a `ContainerInfo` message (for clients).
+/// A container whose podman map was dropped by
+/// [`ReportedContainer::derive_state`] is sent with a minimal map that
+/// derives to the same state.
 pub fn container_info(container: ReportedContainer) -> ms::ContainerInfo {
+    let state = match container.derived {
+        Some(derived) if container.state.is_empty() => podman_map(derived),
+        _ => container.state,
+    };
     ms::ContainerInfo {
         id: container.id,
         names: container.names,
         image: String::new(),
-        state: container.state,
+        state,
         config: container.config,
         annotation: container.annotations,
         stats: HashMap::new(),
     }
+}
+
+/// A podman state map that derives to `state` (STATE-MACHINES §1).
+fn podman_map(state: ContainerState) -> HashMap<String, String> {
+    let status = match state {
+        ContainerState::Dead => "dead",
+        ContainerState::Exited => "exited",
+        ContainerState::Paused => "paused",
+        ContainerState::Running => "running",
+        ContainerState::Initialized => "initialized",
+        ContainerState::Created => "created",
+        ContainerState::Unknown => return HashMap::new(),
+    };
+    HashMap::from([("Status".to_owned(), status.to_owned())])
 }
 
 /// The engine's answer to a node's report: `resp` says what happened; a
@@ -740,3 +767,69 @@ pub fn reconcile_outcome(response: ac::ReconcileResponse) -> Result<(), ActionEr
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod compact_reports {
+    use super::*;
+
+    fn info(name: &str, state: &[(&str, &str)]) -> ms::ContainerInfo {
+        ms::ContainerInfo {
+            id: format!("id-{name}"),
+            names: vec![format!("/{name}")],
+            state: state
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_decoded_report_keeps_the_derived_state_not_the_podman_map() {
+        let report = node_report(ms::ContainerList {
+            node_name: "n1".into(),
+            containers: vec![
+                info("a", &[("Status", "exited"), ("ExitCode", "137")]),
+                info("b", &[("Status", "Paused"), ("Pid", "7")]),
+                info("c", &[]),
+            ],
+        });
+        let states: Vec<_> = report
+            .containers
+            .iter()
+            .map(|c| (c.state.is_empty(), c.container_state()))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (true, ContainerState::Dead),
+                (true, ContainerState::Paused),
+                (true, ContainerState::Unknown)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_derived_container_is_sent_with_a_map_that_derives_the_same() {
+        for state in [
+            ContainerState::Dead,
+            ContainerState::Exited,
+            ContainerState::Paused,
+            ContainerState::Running,
+            ContainerState::Initialized,
+            ContainerState::Created,
+            ContainerState::Unknown,
+        ] {
+            let sent = container_info(ReportedContainer {
+                names: vec!["/x".into()],
+                derived: Some(state),
+                ..Default::default()
+            });
+            let back = node_report(ms::ContainerList {
+                node_name: "n1".into(),
+                containers: vec![sent],
+            });
+            assert_eq!(back.containers[0].container_state(), state);
+        }
+    }
+}
