@@ -15,7 +15,8 @@ use engine::{Delivery, Event, EventFilter, EventKind, Severity};
 use statemachine_core::name::validate;
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{
-    ContainerState, ErrorCode, NodeReport, ReportedContainer, RequestKind, ResourceKind, StateChangeRequest,
+    ContainerState, ErrorCode, NodeReport, ReportedContainer, RequestKind, ResourceKind,
+    StateChangeRequest,
 };
 use tonic::{Code, Status};
 

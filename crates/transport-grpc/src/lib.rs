@@ -15,6 +15,7 @@
 pub mod action_controller;
 pub mod client;
 pub mod convert;
+pub mod lean;
 pub mod proto;
 pub mod server;
 #[cfg(feature = "testing")]

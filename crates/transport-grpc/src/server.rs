@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use engine::EngineHandle;
 use engine::{Delivery, Subscription};
 use futures::Stream;
+use statemachine_core::NodeReport;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -20,6 +21,7 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info, warn};
 
 use crate::convert;
+use crate::lean::WithLeanReports;
 use crate::proto::monitoringserver as ms;
 use crate::proto::statemanager as sm;
 use crate::proto::statemanager::state_manager_connection_server::{
@@ -60,9 +62,28 @@ impl StateManagerService {
 
     /// The tonic server for this service, decoding requests of at most
     /// `max_message_bytes` (answers are not limited: a long listing may be
-    /// larger than any request).
-    pub fn into_server(self, max_message_bytes: usize) -> StateManagerConnectionServer<Self> {
-        StateManagerConnectionServer::new(self).max_decoding_message_size(max_message_bytes)
+    /// larger than any request). Node reports are decoded by
+    /// [`crate::lean`], straight into the engine's report.
+    pub fn into_server(
+        self,
+        max_message_bytes: usize,
+    ) -> WithLeanReports<StateManagerConnectionServer<Self>> {
+        let reports = self.clone();
+        WithLeanReports::new(
+            StateManagerConnectionServer::new(self).max_decoding_message_size(max_message_bytes),
+            reports,
+            max_message_bytes,
+        )
+    }
+
+    /// Hands a node's report to the engine and converts its answer.
+    pub(crate) async fn report(
+        &self,
+        report: NodeReport,
+    ) -> Result<Response<ms::SendContainerListResponse>, Status> {
+        let node = report.node.clone();
+        let answer = self.engine.report_containers(report).await;
+        convert::container_list_response(&node, answer).map(Response::new)
     }
 }
 
@@ -143,10 +164,10 @@ impl StateManagerConnection for StateManagerService {
         &self,
         request: Request<ms::ContainerList>,
     ) -> Result<Response<ms::SendContainerListResponse>, Status> {
-        let report = convert::node_report(request.into_inner());
-        let node = report.node.clone();
-        let answer = self.engine.report_containers(report).await;
-        convert::container_list_response(&node, answer).map(Response::new)
+        // Served by `crate::lean` in `serve`; this path remains for callers
+        // of the generated server.
+        self.report(convert::node_report(request.into_inner()))
+            .await
     }
 
     async fn send_action(
