@@ -34,6 +34,7 @@ mod context;
 mod daemon;
 mod kv;
 mod memory;
+mod raw;
 mod report;
 mod rules;
 mod setup;

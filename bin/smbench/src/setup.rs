@@ -48,19 +48,30 @@ pub struct Env {
     pub daemon: Option<Daemon>,
     /// The shared gRPC client, once the daemon is up.
     pub sm: Option<Sm>,
+    /// Its channel, for requests sent pre-encoded ([`crate::raw`]).
+    pub channel: Option<Channel>,
     common: Common,
 }
 
 /// Connects one HTTP/2 channel to `url`.
-pub async fn connect_sm(url: &str) -> Result<Sm> {
-    let channel = Endpoint::from_shared(url.to_owned())
+pub async fn connect_channel(url: &str) -> Result<Channel> {
+    Endpoint::from_shared(url.to_owned())
         .context("daemon URL")?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(3))
         .connect()
         .await
-        .with_context(|| format!("connecting to the daemon at {url}"))?;
-    Ok(StateManagerConnectionClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
+        .with_context(|| format!("connecting to the daemon at {url}"))
+}
+
+/// A typed client on a new channel to `url`.
+pub async fn connect_sm(url: &str) -> Result<Sm> {
+    Ok(client_on(connect_channel(url).await?))
+}
+
+/// A typed client on `channel`.
+pub fn client_on(channel: Channel) -> Sm {
+    StateManagerConnectionClient::new(channel).max_decoding_message_size(256 * 1024 * 1024)
 }
 
 impl Env {
@@ -88,6 +99,7 @@ impl Env {
             ac,
             daemon: None,
             sm: None,
+            channel: None,
             common: common.clone(),
         })
     }
@@ -119,11 +131,21 @@ impl Env {
                 format!("http://{addr}")
             }
         };
-        self.sm = Some(connect_sm(&url).await?);
+        let channel = connect_channel(&url).await?;
+        self.sm = Some(client_on(channel.clone()));
+        self.channel = Some(channel);
         Ok(())
     }
 
-    /// The shared gRPC client.
+    /// The shared gRPC channel.
+    pub fn channel(&self) -> Result<Channel> {
+        match &self.channel {
+            Some(channel) => Ok(channel.clone()),
+            None => bail!("the daemon is not started"),
+        }
+    }
+
+    /// The shared typed client.
     pub fn sm(&self) -> Result<Sm> {
         match &self.sm {
             Some(sm) => Ok(sm.clone()),

@@ -166,23 +166,28 @@ async fn quiet(
     concurrency: usize,
     count: usize,
 ) -> Result<QuietOutcome> {
-    let client = env.sm()?;
+    let channel = env.channel()?;
+    // Each node's report encoded once, as a NodeAgent would.
+    let encoded: Vec<_> = last.iter().map(crate::raw::encode).collect();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|t| {
-            let mut client = client.clone();
+            let mut client = crate::raw::client(channel.clone());
             let next = next.clone();
-            let report = last[t % last.len()].clone();
+            let report = encoded[t % encoded.len()].clone();
             tokio::spawn(async move {
                 let mut latencies = Latencies::default();
                 let mut failures = 0usize;
                 let mut first = None;
                 while next.fetch_add(1, Ordering::Relaxed) < count {
-                    let mut request = tonic::Request::new(report.clone());
-                    request.set_timeout(Duration::from_secs(30));
                     let t0 = Instant::now();
-                    let answer = client.send_changed_container_list(request).await;
+                    let answer = crate::raw::send_report(
+                        &mut client,
+                        report.clone(),
+                        Duration::from_secs(30),
+                    )
+                    .await;
                     latencies.record(t0.elapsed());
                     if let Err(status) = answer {
                         failures += 1;

@@ -5,7 +5,7 @@
 use crate::state::{ContainerState, ModelState, PackageState};
 
 /// podman's `Status` values, grouped the way §1 reads them.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
     Dead,
     Stopped,
@@ -53,49 +53,71 @@ fn is_true(value: &str) -> bool {
 /// `podman inspect` (`Status`, `Running`, `Dead`, `OOMKilled`, `ExitCode`, ...).
 ///
 /// Keys and values match case-insensitively; an unparsable `ExitCode` counts
-/// as absent. The first matching row of STATE-MACHINES.md §1 wins.
+/// as absent. The first matching row of STATE-MACHINES.md §1 wins. A key
+/// given twice counts with its last value.
 pub fn container_state<K, V>(map: impl IntoIterator<Item = (K, V)>) -> ContainerState
 where
     K: AsRef<str>,
     V: AsRef<str>,
 {
-    let mut status = Status::Other;
-    let (mut dead, mut oom_killed, mut running) = (false, false, false);
-    let mut exit_code: Option<V> = None;
+    let mut fold = ContainerStateFold::default();
     for (key, value) in map {
-        let key = key.as_ref();
+        fold.add(key.as_ref(), value.as_ref());
+    }
+    fold.state()
+}
+
+/// [`container_state`] one entry at a time, for a decoder that reads the
+/// map's entries from the wire without collecting them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContainerStateFold {
+    status: Option<Status>,
+    dead: bool,
+    oom_killed: bool,
+    running: bool,
+    /// `None`: absent or unparsable.
+    exit_code: Option<i64>,
+}
+
+impl ContainerStateFold {
+    /// Takes one entry of the podman map into account.
+    pub fn add(&mut self, key: &str, value: &str) {
         // Dispatch on the length first: one compare per key, podman's exact
         // spelling before any case.
         let is = |name: &str| key == name || key.eq_ignore_ascii_case(name);
         match key.len() {
-            6 if is("Status") => status = Status::classify(value.as_ref()),
-            4 if is("Dead") => dead = is_true(value.as_ref()),
-            9 if is("OOMKilled") => oom_killed = is_true(value.as_ref()),
-            7 if is("Running") => running = is_true(value.as_ref()),
-            8 if is("ExitCode") => exit_code = Some(value),
+            6 if is("Status") => self.status = Some(Status::classify(value)),
+            4 if is("Dead") => self.dead = is_true(value),
+            9 if is("OOMKilled") => self.oom_killed = is_true(value),
+            7 if is("Running") => self.running = is_true(value),
+            8 if is("ExitCode") => self.exit_code = trimmed(value).parse::<i64>().ok(),
             _ => {}
         }
     }
-    let stopped = status == Status::Stopped;
-    // Parsed only when it decides something; unparsable counts as absent.
-    let abnormal_exit = stopped
-        && exit_code
-            .as_ref()
-            .and_then(|text| trimmed(text.as_ref()).parse::<i64>().ok())
-            .is_some_and(|code| code != 0);
-    // STATE-MACHINES §1, first match wins.
-    if status == Status::Dead || dead || (oom_killed && stopped) || (stopped && abnormal_exit) {
-        return ContainerState::Dead;
-    }
-    match status {
-        Status::Stopped => ContainerState::Exited,
-        Status::Paused => ContainerState::Paused,
-        Status::Running => ContainerState::Running,
-        Status::Initialized => ContainerState::Initialized,
-        Status::Created => ContainerState::Created,
-        Status::Dead => ContainerState::Dead,
-        Status::Other if running => ContainerState::Running,
-        Status::Other => ContainerState::Unknown,
+
+    /// The state the entries seen so far give (STATE-MACHINES.md §1).
+    pub fn state(&self) -> ContainerState {
+        let status = self.status.unwrap_or(Status::Other);
+        let stopped = status == Status::Stopped;
+        let abnormal_exit = stopped && self.exit_code.is_some_and(|code| code != 0);
+        // STATE-MACHINES §1, first match wins.
+        if status == Status::Dead
+            || self.dead
+            || (self.oom_killed && stopped)
+            || (stopped && abnormal_exit)
+        {
+            return ContainerState::Dead;
+        }
+        match status {
+            Status::Stopped => ContainerState::Exited,
+            Status::Paused => ContainerState::Paused,
+            Status::Running => ContainerState::Running,
+            Status::Initialized => ContainerState::Initialized,
+            Status::Created => ContainerState::Created,
+            Status::Dead => ContainerState::Dead,
+            Status::Other if self.running => ContainerState::Running,
+            Status::Other => ContainerState::Unknown,
+        }
     }
 }
 

@@ -31,7 +31,9 @@ pub mod topology;
 pub mod transition;
 
 pub use config::CoreConfig;
-pub use derive::{ContainerSet, ModelSet, container_state, model_state, package_state};
+pub use derive::{
+    ContainerSet, ContainerStateFold, ModelSet, container_state, model_state, package_state,
+};
 pub use error::{ErrorCode, Rejection};
 pub use name::{NameError, ResourceKind, ResourceName};
 pub use plan::{

@@ -19,11 +19,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use prost::bytes::{Buf, BufMut, Bytes};
+use prost::bytes::{Buf, BufMut};
 use prost::encoding::{self, DecodeContext, WireType};
 use prost::{DecodeError, Message};
-use statemachine_core::derive::container_state;
-use statemachine_core::{NodeReport, ReportedContainer};
+use statemachine_core::{ContainerStateFold, NodeReport, ReportedContainer};
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
@@ -42,8 +41,6 @@ pub const REPORT_PATH: &str = "/statemanager.StateManagerConnection/SendChangedC
 pub struct LeanContainerList {
     /// The report.
     pub report: NodeReport,
-    /// The state entries of the container being decoded (reused).
-    scratch: Vec<(Bytes, Bytes)>,
 }
 
 impl LeanContainerList {
@@ -51,45 +48,39 @@ impl LeanContainerList {
     pub fn into_report(self) -> NodeReport {
         self.report
     }
+}
 
-    fn container(
-        &mut self,
-        mut buf: Bytes,
-        ctx: DecodeContext,
-    ) -> Result<ReportedContainer, DecodeError> {
-        let mut container = ReportedContainer::default();
-        self.scratch.clear();
-        while buf.has_remaining() {
-            let (tag, wire_type) = encoding::decode_key(&mut buf)?;
-            let field = match tag {
-                1 => encoding::string::merge(wire_type, &mut container.id, &mut buf, ctx.clone()),
-                2 => encoding::string::merge_repeated(
-                    wire_type,
-                    &mut container.names,
-                    &mut buf,
-                    ctx.clone(),
-                ),
-                4 => state_entry(wire_type, &mut buf, ctx.clone())
-                    .map(|entry| self.scratch.push(entry)),
-                // Unused, but checked as the generated decoder checks them.
-                3 => encoding::string::merge(wire_type, &mut String::new(), &mut buf, ctx.clone()),
-                7 => state_entry(wire_type, &mut buf, ctx.clone()).map(drop),
-                5 => string_map(wire_type, &mut container.config, &mut buf, ctx.clone()),
-                6 => string_map(wire_type, &mut container.annotations, &mut buf, ctx.clone()),
-                _ => encoding::skip_field(wire_type, tag, &mut buf, ctx.clone()),
-            };
-            field.map_err(|mut e| {
-                e.push("ContainerInfo", field_name(tag));
-                e
-            })?;
-        }
-        // Validated as UTF-8 by `state_entry`.
-        container.derived =
-            Some(container_state(self.scratch.iter().map(|(k, v)| {
-                (utf8(k).unwrap_or(""), utf8(v).unwrap_or(""))
-            })));
-        Ok(container)
+/// One `ContainerInfo`, read from its bytes.
+fn container(mut buf: &[u8], ctx: DecodeContext) -> Result<ReportedContainer, DecodeError> {
+    let mut container = ReportedContainer::default();
+    let mut state = ContainerStateFold::default();
+    while !buf.is_empty() {
+        let (tag, wire_type) = encoding::decode_key(&mut buf)?;
+        let field = match tag {
+            1 => encoding::string::merge(wire_type, &mut container.id, &mut buf, ctx.clone()),
+            2 => encoding::string::merge_repeated(
+                wire_type,
+                &mut container.names,
+                &mut buf,
+                ctx.clone(),
+            ),
+            4 => entry(wire_type, &mut buf, ctx.clone()).map(|(k, v)| state.add(k, v)),
+            5 => string_map(wire_type, &mut container.config, &mut buf, ctx.clone()),
+            6 => string_map(wire_type, &mut container.annotations, &mut buf, ctx.clone()),
+            // Unused, but checked as the generated decoder checks them.
+            3 => length_delimited(wire_type, &mut buf)
+                .and_then(str_of)
+                .map(drop),
+            7 => entry(wire_type, &mut buf, ctx.clone()).map(drop),
+            _ => encoding::skip_field(wire_type, tag, &mut buf, ctx.clone()),
+        };
+        field.map_err(|mut e| {
+            e.push("ContainerInfo", field_name(tag));
+            e
+        })?;
     }
+    container.derived = Some(state.state());
+    Ok(container)
 }
 
 fn field_name(tag: u32) -> &'static str {
@@ -105,10 +96,6 @@ fn field_name(tag: u32) -> &'static str {
     }
 }
 
-fn utf8(bytes: &Bytes) -> Option<&str> {
-    std::str::from_utf8(bytes).ok()
-}
-
 /// A decode error of our own making. (`DecodeError::new` is deprecated for
 /// use outside prost but remains its only constructor for a custom message.)
 #[allow(deprecated)]
@@ -116,25 +103,39 @@ fn invalid(description: &'static str) -> DecodeError {
     DecodeError::new(description)
 }
 
-/// One `map<string, string>` entry as borrowed key and value.
-fn state_entry(
+/// The bytes of a length-delimited field, borrowed.
+fn length_delimited<'a>(wire_type: WireType, buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let len = encoding::decode_varint(buf)?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= buf.len())
+        .ok_or_else(|| invalid("buffer underflow"))?;
+    let (field, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(field)
+}
+
+fn str_of(bytes: &[u8]) -> Result<&str, DecodeError> {
+    std::str::from_utf8(bytes)
+        .map_err(|_| invalid("invalid string value: data is not UTF-8 encoded"))
+}
+
+/// One `map<string, string>` entry, borrowed (a missing key or value is "").
+fn entry<'a>(
     wire_type: WireType,
-    buf: &mut Bytes,
+    buf: &mut &'a [u8],
     ctx: DecodeContext,
-) -> Result<(Bytes, Bytes), DecodeError> {
-    let mut entry = Bytes::new();
-    encoding::bytes::merge(wire_type, &mut entry, buf, ctx.clone())?;
-    let (mut key, mut value) = (Bytes::new(), Bytes::new());
-    while entry.has_remaining() {
+) -> Result<(&'a str, &'a str), DecodeError> {
+    let mut entry = length_delimited(wire_type, buf)?;
+    let (mut key, mut value) = ("", "");
+    while !entry.is_empty() {
         let (tag, wire_type) = encoding::decode_key(&mut entry)?;
         match tag {
-            1 => encoding::bytes::merge(wire_type, &mut key, &mut entry, ctx.clone())?,
-            2 => encoding::bytes::merge(wire_type, &mut value, &mut entry, ctx.clone())?,
+            1 => key = str_of(length_delimited(wire_type, &mut entry)?)?,
+            2 => value = str_of(length_delimited(wire_type, &mut entry)?)?,
             _ => encoding::skip_field(wire_type, tag, &mut entry, ctx.clone())?,
         }
-    }
-    if utf8(&key).is_none() || utf8(&value).is_none() {
-        return Err(invalid("invalid string value: data is not UTF-8 encoded"));
     }
     Ok((key, value))
 }
@@ -142,17 +143,12 @@ fn state_entry(
 fn string_map(
     wire_type: WireType,
     map: &mut std::collections::HashMap<String, String>,
-    buf: &mut Bytes,
+    buf: &mut &[u8],
     ctx: DecodeContext,
 ) -> Result<(), DecodeError> {
-    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
-    encoding::hash_map::merge(
-        encoding::string::merge,
-        encoding::string::merge,
-        map,
-        buf,
-        ctx,
-    )
+    let (key, value) = entry(wire_type, buf, ctx)?;
+    map.insert(key.to_owned(), value.to_owned());
+    Ok(())
 }
 
 impl Message for LeanContainerList {
@@ -169,13 +165,7 @@ impl Message for LeanContainerList {
     ) -> Result<(), DecodeError> {
         let field = match tag {
             1 => encoding::string::merge(wire_type, &mut self.report.node, buf, ctx),
-            2 => {
-                // Zero-copy from tonic's buffer: a slice of the request.
-                let mut bytes = Bytes::new();
-                encoding::bytes::merge(wire_type, &mut bytes, buf, ctx.clone())
-                    .and_then(|()| self.container(bytes, ctx))
-                    .map(|c| self.report.containers.push(c))
-            }
+            2 => container_field(wire_type, buf, ctx).map(|c| self.report.containers.push(c)),
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         };
         field.map_err(|mut e| {
@@ -193,7 +183,28 @@ impl Message for LeanContainerList {
 
     fn clear(&mut self) {
         self.report = NodeReport::default();
-        self.scratch.clear();
+    }
+}
+
+/// A `containers` field: read in place when the buffer holds it in one
+/// piece (tonic's does), else from a copy.
+fn container_field(
+    wire_type: WireType,
+    buf: &mut impl Buf,
+    ctx: DecodeContext,
+) -> Result<ReportedContainer, DecodeError> {
+    encoding::check_wire_type(WireType::LengthDelimited, wire_type)?;
+    let len = encoding::decode_varint(buf)?;
+    let len = usize::try_from(len)
+        .ok()
+        .filter(|&len| len <= buf.remaining())
+        .ok_or_else(|| invalid("buffer underflow"))?;
+    if buf.chunk().len() >= len {
+        let parsed = container(&buf.chunk()[..len], ctx);
+        buf.advance(len);
+        parsed
+    } else {
+        container(&buf.copy_to_bytes(len), ctx)
     }
 }
 
@@ -342,6 +353,21 @@ mod tests {
         ]));
         same_as_generated(&list(Vec::new()));
         same_as_generated(&ms::ContainerList::default());
+    }
+
+    #[test]
+    fn a_buffer_in_pieces_decodes_the_same() {
+        let message = list(vec![
+            info("a", podman(&[("Status", "exited"), ("ExitCode", "1")])),
+            info("b", podman(&[("Status", "running")])),
+        ]);
+        let bytes = message.encode_to_vec();
+        let whole = LeanContainerList::decode(bytes.as_slice()).unwrap();
+        for cut in [1, bytes.len() / 3, bytes.len() / 2, bytes.len() - 1] {
+            let (a, b) = bytes.split_at(cut);
+            let pieces = LeanContainerList::decode(a.chain(b)).unwrap();
+            assert_eq!(pieces, whole, "cut at {cut}");
+        }
     }
 
     #[test]
