@@ -45,7 +45,9 @@ pub struct LeanContainerList {
 
 impl LeanContainerList {
     /// The decoded report.
-    pub fn into_report(self) -> NodeReport {
+    pub fn into_report(mut self) -> NodeReport {
+        // It may wait in the engine's queue: no spare capacity.
+        self.report.containers.shrink_to_fit();
         self.report
     }
 }
