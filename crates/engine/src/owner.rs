@@ -763,11 +763,13 @@ impl Owner {
         let mut revision = 0;
         for units in transactions {
             let mut batch = Batch::new();
-            for unit in &units {
-                if let Some((key, rev)) = &unit.guard {
-                    batch = batch.guard(key.clone(), *rev);
+            let mut targets = Vec::with_capacity(units.len());
+            for unit in units {
+                if let Some((key, rev)) = unit.guard {
+                    batch = batch.guard(key, rev);
                 }
-                batch.ops.push(unit.op.clone());
+                batch.ops.push(unit.op);
+                targets.push(unit.target);
             }
             let applied =
                 tokio::time::timeout(self.config.commit_timeout, self.store.apply(batch)).await;
@@ -789,8 +791,8 @@ impl Owner {
             };
             inc(&self.metrics.commits);
             revision = applied.revision;
-            for unit in &units {
-                match unit.target {
+            for target in targets {
+                match target {
                     Target::Change(p, c) => self
                         .snapshot
                         .committed_change(&plans[p].1.changes[c], revision),
@@ -1009,6 +1011,8 @@ impl Owner {
     fn finish(&mut self, plans: Vec<(Pending, Plan, String)>, now: i64, revision: i64) {
         let derived = self.config.core.derived_source.clone();
         let mut event_index = 0;
+        // Nobody listening: no events to build.
+        let publish = self.events.receiver_count() > 0;
         for (input, p, transition_id) in plans {
             if let Some((node, at)) = &p.seen {
                 self.metrics.node_seen(node, *at);
@@ -1022,6 +1026,9 @@ impl Owner {
                 self.last_change
                     .insert((change.kind, change.name.clone()), now);
                 event_index += 1;
+                if !publish {
+                    continue;
+                }
                 let _ = self.events.send(Arc::new(transition_event(
                     change,
                     format!("{revision}-{event_index}"),

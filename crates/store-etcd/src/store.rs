@@ -433,12 +433,13 @@ impl StateStore for EtcdStore {
             let revision = self.shared.revision().await?;
             return Ok(Applied { revision });
         }
-        let txn = transaction(&batch);
         let guarded = !batch.guards.is_empty();
         let kv = &self.shared.kv;
+        // Built once for the first attempt, again only for a retry.
+        let mut first = Some(transaction(&batch));
         let outcome = with_retries(&self.shared.config, "apply", guarded, || {
             let mut kv = kv.clone();
-            let txn = txn.clone();
+            let txn = first.take().unwrap_or_else(|| transaction(&batch));
             async move { kv.txn(txn).await }
         })
         .await?;
