@@ -82,6 +82,8 @@ fn container(mut buf: &[u8], ctx: DecodeContext) -> Result<ReportedContainer, De
         })?;
     }
     container.derived = Some(state.state());
+    // A first push reserves room for four names; there is usually one.
+    container.names.shrink_to_fit();
     Ok(container)
 }
 
