@@ -53,6 +53,21 @@ fn planning(c: &mut Criterion) {
     c.bench_function("plan a 200-container report (nothing changed)", |b| {
         b.iter(|| plan(black_box(&s), Input::NodeReport(black_box(&running)), 1))
     });
+    // As the daemon plans them: its decoder derives each container's state
+    // from the podman map while decoding, on the gRPC threads.
+    let derived = |mut report: statemachine_core::NodeReport| {
+        report.containers.iter_mut().for_each(|c| c.derive_state());
+        report
+    };
+    let (flipped, running) = (derived(flipped), derived(running));
+    c.bench_function(
+        "plan a 200-container report, states derived (flips half)",
+        |b| b.iter(|| plan(black_box(&s), Input::NodeReport(black_box(&flipped)), 1)),
+    );
+    c.bench_function(
+        "plan a 200-container report, states derived (nothing changed)",
+        |b| b.iter(|| plan(black_box(&s), Input::NodeReport(black_box(&running)), 1)),
+    );
 }
 
 criterion_group!(benches, rules, planning);

@@ -9,7 +9,8 @@
 //!
 //! Instructions per plan = (total at 110 - total at 10) / 100, which cancels
 //! the set-up. `flip` plans a report where half the models die; `quiet` an
-//! unchanged one (W3).
+//! unchanged one (W3). A third argument `derived` derives the containers'
+//! states before planning, as the daemon's decoder does.
 
 use std::hint::black_box;
 use std::process::ExitCode;
@@ -22,7 +23,7 @@ mod w2;
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(Ok(n)) = args.next().map(|a| a.parse::<usize>()) else {
-        eprintln!("usage: plan_cost N [flip|quiet]");
+        eprintln!("usage: plan_cost N [flip|quiet] [derived]");
         return ExitCode::from(2);
     };
     let quiet = match args.next().as_deref() {
@@ -30,6 +31,16 @@ fn main() -> ExitCode {
         Some("quiet") => true,
         Some(other) => {
             eprintln!("plan_cost: unknown mode '{other}'; use flip or quiet");
+            return ExitCode::from(2);
+        }
+    };
+    // `derived`: the containers' states derived beforehand, as the daemon's
+    // decoder hands reports to the engine.
+    let derived = match args.next().as_deref() {
+        None => false,
+        Some("derived") => true,
+        Some(other) => {
+            eprintln!("plan_cost: unknown option '{other}'; use derived");
             return ExitCode::from(2);
         }
     };
@@ -45,6 +56,16 @@ fn main() -> ExitCode {
             ("running", "0")
         }
     });
+    let (mut running, mut flipped) = (running, flipped);
+    if derived {
+        for c in running
+            .containers
+            .iter_mut()
+            .chain(flipped.containers.iter_mut())
+        {
+            c.derive_state();
+        }
+    }
     let report = if quiet { &running } else { &flipped };
     let mut writes = 0;
     for _ in 0..n {

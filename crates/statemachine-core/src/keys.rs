@@ -73,7 +73,9 @@ impl Bookkeeping {
     /// Splits `{prefix}history/{kind}/{name}/{seq}` into kind, name and
     /// sequence; `None` for any other key.
     pub fn parse_history_key<'k>(&self, key: &'k str) -> Option<(ResourceKind, &'k str, u64)> {
-        let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix("history/")?;
+        let rest = key
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix("history/")?;
         let (segment, rest) = rest.split_once('/')?;
         let (name, seq) = rest.rsplit_once('/')?;
         let kind = ResourceKind::from_key_segment(segment)?;

@@ -116,8 +116,7 @@ impl ReportedContainer {
 
     /// The container's state: derived earlier, or from `state` now.
     pub fn container_state(&self) -> ContainerState {
-        self.derived
-            .unwrap_or_else(|| container_state(&self.state))
+        self.derived.unwrap_or_else(|| container_state(&self.state))
     }
 }
 

@@ -331,9 +331,9 @@ impl Snapshot {
         let mut failing = BTreeSet::new();
         for (container, c) in &entry.record.containers {
             let entries = self.model_index.entry(c.model.clone()).or_default();
-            if let Err(i) = entries
-                .binary_search_by(|(n, k)| (n.as_str(), k.as_str()).cmp(&(node, container.as_str())))
-            {
+            if let Err(i) = entries.binary_search_by(|(n, k)| {
+                (n.as_str(), k.as_str()).cmp(&(node, container.as_str()))
+            }) {
                 entries.insert(i, (node.to_owned(), container.clone()));
             }
             if c.failure_since_ns.is_some() {
