@@ -546,7 +546,10 @@ mod bodies {
         assert_eq!(values.len(), 3, "{values:?}");
         assert_eq!(records[0].key, old, "the old record is kept, and first");
         assert_eq!(values[0], "from a previous life");
-        assert!(values[1].contains("Waiting") && values[2].contains("Satisfied"), "{values:?}");
+        assert!(
+            values[1].contains("Waiting") && values[2].contains("Satisfied"),
+            "{values:?}"
+        );
         // A new resource's history is written without reading it first.
         let answer = h.change_state(scenario("s2", "Idle", "Waiting")).await;
         assert_success(answer.code, &answer.message);
