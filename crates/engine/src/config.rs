@@ -18,6 +18,11 @@ pub struct EngineConfig {
     pub history_limit: usize,
     /// Inputs committed together at most (group commit).
     pub max_batch_inputs: usize,
+    /// Containers of node reports committed together at most (default
+    /// 4096): a burst of large reports is planned a few at a time, so the
+    /// plans and transactions in memory stay bounded and the first reports
+    /// are not held back by the last. A single larger report is still taken.
+    pub max_batch_containers: usize,
     /// Operations one store transaction may hold (etcd's `--max-txn-ops`, 128).
     pub max_txn_ops: usize,
     /// Commands waiting for the engine at most; callers beyond wait.
@@ -46,6 +51,7 @@ impl Default for EngineConfig {
             bookkeeping_prefix: DEFAULT_BOOKKEEPING_PREFIX.to_owned(),
             history_limit: 100,
             max_batch_inputs: 256,
+            max_batch_containers: 4096,
             max_txn_ops: 128,
             queue_capacity: 4096,
             commit_timeout: Duration::from_secs(5),

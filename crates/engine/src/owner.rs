@@ -425,10 +425,16 @@ impl Owner {
                 command = self.commands.recv() => {
                     let Some(command) = command else { break };
                     let mut batch = Vec::new();
+                    let mut containers = containers_of(&command);
                     self.accept(command, &mut batch);
-                    while batch.len() < self.config.max_batch_inputs {
+                    while batch.len() < self.config.max_batch_inputs
+                        && containers < self.config.max_batch_containers
+                    {
                         match self.commands.try_recv() {
-                            Ok(command) => self.accept(command, &mut batch),
+                            Ok(command) => {
+                                containers += containers_of(&command);
+                                self.accept(command, &mut batch);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -1098,6 +1104,14 @@ fn new_history(now_ns: i64) -> HistoryMeta {
     HistoryMeta {
         first: start,
         next: start,
+    }
+}
+
+/// The containers a command's node report holds (0 for anything else).
+fn containers_of(command: &Command) -> usize {
+    match command {
+        Command::Report(report, _) => report.containers.len(),
+        _ => 0,
     }
 }
 

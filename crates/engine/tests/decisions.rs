@@ -345,3 +345,85 @@ async fn the_reconcile_names_the_scenario_of_the_failed_package() {
         .expect("reconcile within 5 s");
     engine.shutdown().await;
 }
+
+/// A burst of node reports is planned a few at a time: a batch takes
+/// queued reports only up to `max_batch_containers`, so the plans and
+/// transactions in memory stay bounded (P6). Every report is still applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_reports_is_batched_within_the_container_budget() {
+    let mut store = empty_store();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = std::sync::Mutex::new(held);
+    let batches = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+    let seen = batches.clone();
+    store.expect_apply().returning(move |batch| {
+        let nodes = batch
+            .ops
+            .iter()
+            .filter(|op| {
+                matches!(op, state_store::Op::Put { key, .. } if key.starts_with("/statemanager/nodes/"))
+            })
+            .count();
+        let first = {
+            let mut seen = seen.lock().unwrap();
+            seen.push(nodes);
+            seen.len() == 1
+        };
+        if first {
+            // Hold the owner in its first commit while the burst queues up.
+            let _ = held
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+        }
+        Ok(Applied { revision: 2 })
+    });
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    let mut config = config();
+    config.max_batch_containers = 3;
+    let (engine, _) = start(store, config).await;
+    let h = engine.handle();
+    let two = |node: String| {
+        report(
+            &node,
+            vec![
+                container(&format!("model-{node}-a"), &[("Status", "running")]),
+                container(&format!("model-{node}-b"), &[("Status", "running")]),
+            ],
+        )
+    };
+    let first = tokio::spawn({
+        let h = h.clone();
+        let report = two("n0".into());
+        async move { h.report_containers(report).await }
+    });
+    while batches.lock().unwrap().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let burst: Vec<_> = (1..=8)
+        .map(|i| {
+            let h = h.clone();
+            let report = two(format!("n{i}"));
+            tokio::spawn(async move { h.report_containers(report).await })
+        })
+        .collect();
+    // Let the burst reach the queue, then release the first commit.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().code, ErrorCode::Success);
+    for task in burst {
+        let answer = task.await.unwrap();
+        assert_eq!(answer.code, ErrorCode::Success, "{}", answer.message);
+    }
+    let batches = batches.lock().unwrap().clone();
+    assert_eq!(
+        batches.iter().sum::<usize>(),
+        9,
+        "every node record: {batches:?}"
+    );
+    assert!(
+        batches.iter().all(|&n| n <= 2),
+        "at most two 2-container reports per batch within a budget of 3: {batches:?}"
+    );
+    engine.shutdown().await;
+}
