@@ -173,10 +173,12 @@ impl Message for LeanContainerList {
             _ => encoding::skip_field(wire_type, tag, buf, ctx),
         };
         field.map_err(|mut e| {
-            e.push(
-                "ContainerList",
-                if tag == 1 { "node_name" } else { "containers" },
-            );
+            let field = match tag {
+                1 => "node_name",
+                2 => "containers",
+                _ => "unknown",
+            };
+            e.push("ContainerList", field);
             e
         })
     }
