@@ -212,6 +212,12 @@ pub struct Options {
     /// How long a shutdown waits for in-flight requests, then for the engine [default: 10s].
     #[arg(long, env = "STATEMANAGER_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
+
+    /// Threads serving gRPC, the engine and the store client [default: one
+    /// per CPU core]. One thread answers a lone caller sooner; more decode
+    /// concurrent node reports in parallel (docs/benchmarks.md).
+    #[arg(long, env = "STATEMANAGER_WORKER_THREADS", value_name = "N")]
+    pub worker_threads: Option<usize>,
 }
 
 impl Options {
@@ -246,6 +252,7 @@ impl Options {
             metrics_listen,
             log_format,
             shutdown_timeout,
+            worker_threads,
         } = self;
         Options {
             listen: listen.or(lower.listen),
@@ -275,6 +282,7 @@ impl Options {
             metrics_listen: metrics_listen.or(lower.metrics_listen),
             log_format: log_format.or(lower.log_format),
             shutdown_timeout: shutdown_timeout.or(lower.shutdown_timeout),
+            worker_threads: worker_threads.or(lower.worker_threads),
         }
     }
 
@@ -418,6 +426,10 @@ impl Options {
                 Some(timeout) => positive("--shutdown-timeout", timeout)?,
                 None => Duration::from_secs(10),
             },
+            worker_threads: match self.worker_threads {
+                Some(0) => bail!("--worker-threads must be at least 1"),
+                threads => threads,
+            },
         })
     }
 }
@@ -459,6 +471,8 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// How long each shutdown step may take.
     pub shutdown_timeout: Duration,
+    /// Runtime worker threads (`None`: one per CPU core).
+    pub worker_threads: Option<usize>,
 }
 
 /// Reads the configuration: the command line (flags and environment), then
@@ -800,6 +814,19 @@ mod tests {
                 .contains("--etcd-user needs --etcd-password")
         );
         assert!(error(&["--history-limit=0"]).contains("at least 1"));
+        assert!(error(&["--worker-threads=0"]).contains("--worker-threads must be at least 1"));
+        assert_eq!(resolve(&[], "").unwrap().worker_threads, None);
+        assert_eq!(
+            resolve(&["--worker-threads=1"], "worker-threads = 4")
+                .unwrap()
+                .worker_threads,
+            Some(1),
+            "the flag wins over the file"
+        );
+        assert_eq!(
+            resolve(&[], "worker-threads = 4").unwrap().worker_threads,
+            Some(4)
+        );
         assert!(error(&["--request-timeout=0s"]).contains("longer than 0s"));
         assert!(matches!(
             resolve(&["--store=etcd", "--etcd-endpoints=http://a:2379"], "")

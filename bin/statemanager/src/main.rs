@@ -39,11 +39,11 @@ fn main() -> ExitCode {
         }
     };
     logging::init(settings.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("statemanager")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = settings.worker_threads {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.enable_all().thread_name("statemanager").build() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!("cannot start the async runtime: {error}");
