@@ -799,11 +799,13 @@ impl Owner {
             revision = applied.revision;
             for target in targets {
                 match target {
-                    Target::Change(p, c) => self
-                        .snapshot
-                        .committed_change(&plans[p].1.changes[c], revision),
+                    Target::Change(p, c) => {
+                        self.snapshot
+                            .committed_change(&plans[p].1.changes[c], 1, revision)
+                    }
                     Target::Node(p, n) => {
-                        self.snapshot.committed_node(&plans[p].1.nodes[n], revision)
+                        self.snapshot
+                            .committed_node(&plans[p].1.nodes[n], 1, revision)
                     }
                     Target::Other => {}
                 }

@@ -40,7 +40,9 @@ pub use plan::{
     Change, Effect, Input, NodeChange, NodeReport, Plan, Reason, ReportedContainer, RequestKind,
     StateChangeRequest, plan,
 };
-pub use snapshot::{PENDING_REVISION, Revision, Snapshot};
+pub use snapshot::{
+    PENDING_REVISION, Revision, Snapshot, Tag, is_pending, pending_revision, pending_tag,
+};
 pub use state::{
     AnyState, ContainerState, ModelState, PackageState, ParseStateError, ScenarioState,
 };

@@ -5,6 +5,7 @@
 //! (reconcile requests, warnings). The engine commits it in one guarded
 //! transaction; nothing here does I/O or reads a clock.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 
 use crate::fastmap::{FastMap, FastSet};
@@ -13,7 +14,7 @@ use crate::derive::{ContainerSet, ModelSet, container_state};
 use crate::error::{ErrorCode, Rejection};
 use crate::name::{ResourceKind, validate};
 use crate::record::{NodeContainer, NodeRecord, OutboxRecord};
-use crate::snapshot::{Revision, Snapshot, duration_ns};
+use crate::snapshot::{Revision, Snapshot, Tag, duration_ns, pending_tag};
 use crate::state::{AnyState, ContainerState, ModelState, PackageState, ScenarioState};
 use crate::topology::Affected;
 use crate::transition::{
@@ -251,6 +252,11 @@ pub struct Plan {
     pub effects: Vec<Effect>,
     /// A node that reported, and when (kept in memory only).
     pub seen: Option<(String, i64)>,
+    /// The tags of the uncommitted plans (see [`Snapshot::apply_as`]) whose
+    /// writes this plan read or overwrites, sorted, without duplicates.
+    /// Empty: the plan is correct whatever becomes of the plans in flight.
+    /// A rejection lists them too: it may rest on a pending state.
+    pub depends_on: Vec<Tag>,
 }
 
 impl Plan {
@@ -261,6 +267,7 @@ impl Plan {
             nodes: Vec::new(),
             effects: Vec::new(),
             seen: None,
+            depends_on: Vec::new(),
         }
     }
 
@@ -281,7 +288,17 @@ impl Plan {
 /// Plans `input` against `snapshot` at time `now_ns` (ns since the epoch).
 pub fn plan(snapshot: &Snapshot, input: Input<'_>, now_ns: i64) -> Plan {
     match input {
-        Input::StateChange(request) => plan_request(snapshot, request, now_ns),
+        Input::StateChange(request) => {
+            let mut p = plan_request(snapshot, request, now_ns);
+            // Whatever the outcome, it rests on the resource's recorded state.
+            if let Some(kind) = request.kind.managed()
+                && let Some(tag) = pending_tag(snapshot.revision(kind, &request.name))
+                && let Err(at) = p.depends_on.binary_search(&tag)
+            {
+                p.depends_on.insert(at, tag);
+            }
+            p
+        }
         Input::NodeReport(report) => plan_report(snapshot, report, now_ns),
         Input::Tick => plan_tick(snapshot, now_ns),
         Input::Reevaluate(affected) => plan_reevaluate(snapshot, affected, now_ns),
@@ -358,6 +375,9 @@ struct Cascade<'a> {
     packages: FastMap<&'a str, Option<PackageState>>,
     changes: Vec<Change>,
     effects: Vec<Effect>,
+    /// Tags of the pending values read (see [`Plan::depends_on`]); written
+    /// only when a pending value is met, which the hot path never does.
+    depends_on: RefCell<Vec<Tag>>,
 }
 
 impl<'a> Cascade<'a> {
@@ -370,35 +390,92 @@ impl<'a> Cascade<'a> {
             packages: FastMap::default(),
             changes: Vec::new(),
             effects: Vec::new(),
+            depends_on: RefCell::new(Vec::new()),
         }
     }
 
     fn finish(self, message: String, nodes: Vec<NodeChange>, seen: Option<(String, i64)>) -> Plan {
+        let mut depends_on = self.depends_on.into_inner();
+        depends_on.sort_unstable();
+        depends_on.dedup();
         Plan {
             outcome: Ok(message),
             changes: self.changes,
             nodes,
             effects: self.effects,
             seen,
+            depends_on,
+        }
+    }
+
+    /// Notes a value read from the snapshot at `revision`: a pending one
+    /// makes the plan depend on the plan that wrote it.
+    #[inline]
+    fn note(&self, revision: Revision) {
+        if let Some(tag) = pending_tag(revision) {
+            self.depends_on.borrow_mut().push(tag);
+        }
+    }
+
+    /// Notes the read of a state key that has no value in the snapshot: a
+    /// delete not yet committed is a dependency too.
+    #[inline]
+    fn note_absent(&self, kind: ResourceKind, name: &str) {
+        if !self.s.deleted.is_empty() {
+            self.note(self.s.tombstone(kind, name));
         }
     }
 
     fn container(&self, name: &str) -> Option<ContainerState> {
-        self.s.containers.get(name).map(|v| v.state)
+        match self.s.containers.get(name) {
+            Some(v) => {
+                self.note(v.revision);
+                Some(v.state)
+            }
+            None => {
+                self.note_absent(ResourceKind::Container, name);
+                None
+            }
+        }
     }
 
     fn model(&self, name: &str) -> Option<ModelState> {
         match self.models.get(name) {
             Some(state) => *state,
-            None => self.s.models.get(name).map(|v| v.state),
+            None => match self.s.models.get(name) {
+                Some(v) => {
+                    self.note(v.revision);
+                    Some(v.state)
+                }
+                None => {
+                    self.note_absent(ResourceKind::Model, name);
+                    None
+                }
+            },
         }
     }
 
     fn package(&self, name: &str) -> Option<PackageState> {
         match self.packages.get(name) {
             Some(state) => *state,
-            None => self.s.packages.get(name).map(|v| v.state),
+            None => match self.s.packages.get(name) {
+                Some(v) => {
+                    self.note(v.revision);
+                    Some(v.state)
+                }
+                None => {
+                    self.note_absent(ResourceKind::Package, name);
+                    None
+                }
+            },
         }
+    }
+
+    /// A node's record as the snapshot has it, noting a pending one.
+    fn node_entry(&self, node: &str) -> Option<&'a crate::snapshot::NodeEntry> {
+        let entry = self.s.nodes.get(node)?;
+        self.note(entry.revision);
+        Some(entry)
     }
 
     fn push(
@@ -409,12 +486,14 @@ impl<'a> Cascade<'a> {
         new: Option<AnyState>,
         reason: Reason,
     ) {
+        let old_revision = self.s.revision(kind, name);
+        self.note(old_revision);
         self.changes.push(Change {
             kind,
             name: name.to_owned(),
             old,
             new,
-            old_revision: self.s.revision(kind, name),
+            old_revision,
             reason,
         });
     }
@@ -515,11 +594,12 @@ impl<'a> Cascade<'a> {
                 if Some(node.as_str()) == reporting {
                     continue;
                 }
+                // (The index keeps entries a pending record dropped: the
+                // record read is noted, the entry skipped.)
                 if let Some(entry) = self
-                    .s
-                    .nodes
-                    .get(node)
+                    .node_entry(node)
                     .and_then(|e| e.record.containers.get(container))
+                    .filter(|e| e.model == model)
                 {
                     f(node, self.container(container), entry.failure_since_ns);
                 }
@@ -864,9 +944,9 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
         entries.push((name, state, model));
     }
 
-    let prev = s.nodes.get(node);
-    let prev_record = prev.map(|e| &e.record).filter(|r| !r.containers.is_empty());
     let mut cascade = Cascade::new(s, now);
+    let prev = cascade.node_entry(node);
+    let prev_record = prev.map(|e| &e.record).filter(|r| !r.containers.is_empty());
     // The new record, borrowed.
     let mut record: Vec<Slot<'a>> = Vec::with_capacity(entries.len());
     // Affected models in first-seen order, deduplicated.
@@ -931,7 +1011,7 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
             affect(entry.model.as_str());
             // Moved, not vanished: another node reports it now (offloading).
             // Container keys are not scoped by node, so its key stays.
-            if reported_elsewhere(s, node, name, &entry.model) {
+            if cascade.reported_elsewhere(node, name, &entry.model) {
                 continue;
             }
             cascade.set_container(name, None, Reason::Vanished);
@@ -989,24 +1069,27 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
     )
 }
 
-/// Whether a node other than `node` currently reports `container` of `model`.
-fn reported_elsewhere(s: &Snapshot, node: &str, container: &str, model: &str) -> bool {
-    s.model_index.get(model).is_some_and(|entries| {
-        entries.iter().any(|(other, c)| {
-            other != node
-                && c == container
-                && s.nodes
-                    .get(other)
-                    .and_then(|e| e.record.containers.get(c))
-                    .is_some_and(|e| !e.missing)
+impl Cascade<'_> {
+    /// Whether a node other than `node` currently reports `container` of `model`.
+    fn reported_elsewhere(&self, node: &str, container: &str, model: &str) -> bool {
+        self.s.model_index.get(model).is_some_and(|entries| {
+            entries.iter().any(|(other, c)| {
+                other != node
+                    && c == container
+                    && self
+                        .node_entry(other)
+                        .and_then(|e| e.record.containers.get(c))
+                        .is_some_and(|e| !e.missing && e.model == model)
+            })
         })
-    })
+    }
 }
 
 fn plan_tick(s: &Snapshot, now: i64) -> Plan {
+    let mut cascade = Cascade::new(s, now);
     let mut models: BTreeSet<&str> = BTreeSet::new();
     for (node, containers) in &s.failing {
-        if let Some(entry) = s.nodes.get(node) {
+        if let Some(entry) = cascade.node_entry(node) {
             models.extend(
                 containers
                     .iter()
@@ -1022,12 +1105,12 @@ fn plan_tick(s: &Snapshot, now: i64) -> Plan {
                 .last_seen_ns
                 .is_some_and(|seen| now >= seen.saturating_add(timeout))
             {
+                cascade.note(entry.revision);
                 models.extend(entry.record.containers.values().map(|c| c.model.as_str()));
             }
         }
     }
     let count = models.len();
-    let mut cascade = Cascade::new(s, now);
     cascade.evaluate_models(models);
     let message = format!("tick: {count} models re-evaluated");
     cascade.finish(message, Vec::new(), None)
@@ -1045,7 +1128,7 @@ fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Pla
         }
         for (node, container) in s.model_index.get(model).into_iter().flatten() {
             cascade.set_container(container, None, Reason::Withdrawn);
-            if let Some(entry) = s.nodes.get(node) {
+            if let Some(entry) = cascade.node_entry(node) {
                 node_records
                     .entry(node.as_str())
                     .or_insert_with(|| entry.record.clone())
@@ -1061,6 +1144,7 @@ fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Pla
     // ETCD-CONTRACT: a new Scenario/ definition without a state key starts
     // Idle (written last: bottom-up).
     for scenario in &affected.scenarios {
+        cascade.note(s.revision(ResourceKind::Scenario, scenario));
         if s.topology.scenario(scenario).is_some() && !s.scenarios.contains_key(scenario) {
             cascade.push(
                 ResourceKind::Scenario,

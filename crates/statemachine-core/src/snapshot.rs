@@ -6,6 +6,13 @@
 //! tentatively before committing it, and [`Snapshot::undo`]es it when the
 //! commit fails. Revisions are opaque here: they only travel from the store to
 //! the guards of a commit.
+//!
+//! A plan is applied under a [`Tag`] (the engine gives each input its own):
+//! the keys it writes carry the pending revision `-tag` until their commit
+//! finishes. A later plan that reads or overwrites such a value lists the tag
+//! in [`Plan::depends_on`], so the engine can tell inputs that may commit
+//! concurrently (no dependency) from those that must wait for, or commit
+//! after, the plan they read.
 
 use std::collections::BTreeSet;
 
@@ -24,9 +31,29 @@ use crate::topology::{Affected, Topology};
 /// A store revision (etcd's `mod_revision`); 0 means "absent".
 pub type Revision = i64;
 
-/// The revision of a value written by a plan whose commit has not finished.
-/// A later plan in the same commit batch does not guard such a key again.
+/// The revision of a value written by a plan whose commit has not finished,
+/// applied with [`Snapshot::apply`] (tag 1). Every negative revision is
+/// pending: `-tag` for a plan applied with [`Snapshot::apply_as`]. A later
+/// plan does not guard such a key again: the earlier write carries the guard.
 pub const PENDING_REVISION: Revision = -1;
+
+/// Which applied plan a pending value belongs to (1 or more).
+pub type Tag = u64;
+
+/// Whether `revision` marks a value whose commit has not finished.
+pub fn is_pending(revision: Revision) -> bool {
+    revision < 0
+}
+
+/// The pending revision of values written under `tag`.
+pub fn pending_revision(tag: Tag) -> Revision {
+    -i64::try_from(tag.max(1)).unwrap_or(i64::MAX)
+}
+
+/// The tag of a pending revision.
+pub fn pending_tag(revision: Revision) -> Option<Tag> {
+    is_pending(revision).then(|| revision.unsigned_abs())
+}
 
 /// A value with the store revision it was read at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +74,11 @@ pub struct NodeEntry {
     /// When the node last reported (ns); kept in memory only, so an unchanged
     /// report writes nothing. After a restart it is the first report's time.
     pub last_seen_ns: Option<i64>,
+    /// (model, container) entries of the model index that a pending record
+    /// dropped; they stay in the index until the record is committed or
+    /// undone, so that a plan reading such a model reaches this node's
+    /// pending record and depends on it.
+    pub(crate) stale: Vec<(String, String)>,
 }
 
 /// The planner's view of the world.
@@ -65,6 +97,9 @@ pub struct Snapshot {
     pub(crate) model_index: FastMap<String, Vec<(String, String)>>,
     /// node -> containers with an information failure.
     pub(crate) failing: FastMap<String, BTreeSet<String>>,
+    /// State keys deleted by a plan whose commit has not finished, with
+    /// the pending revision (a tombstone, so the delete can be depended on).
+    pub(crate) deleted: FastMap<(ResourceKind, String), Revision>,
 }
 
 impl Snapshot {
@@ -139,9 +174,24 @@ impl Snapshot {
         self.versioned(kind, name).map(|(state, _)| state)
     }
 
-    /// The store revision of a resource's state key (0: absent).
+    /// The store revision of a resource's state key (0: absent), or a
+    /// pending revision when an uncommitted plan wrote or deleted it.
     pub fn revision(&self, kind: ResourceKind, name: &str) -> Revision {
-        self.versioned(kind, name).map_or(0, |(_, r)| r)
+        match self.versioned(kind, name) {
+            Some((_, revision)) => revision,
+            None => self.tombstone(kind, name),
+        }
+    }
+
+    /// The pending revision of a delete whose commit has not finished, or 0.
+    pub(crate) fn tombstone(&self, kind: ResourceKind, name: &str) -> Revision {
+        if self.deleted.is_empty() {
+            return 0;
+        }
+        self.deleted
+            .get(&(kind, name.to_owned()))
+            .copied()
+            .unwrap_or(0)
     }
 
     fn versioned(&self, kind: ResourceKind, name: &str) -> Option<(AnyState, Revision)> {
@@ -219,14 +269,23 @@ impl Snapshot {
         failures.chain(silences).filter(|&t| t > after_ns).min()
     }
 
-    /// Applies a plan's writes to the snapshot (before or after its commit).
-    /// Written keys get [`PENDING_REVISION`] until [`Snapshot::committed`].
+    /// Applies a plan's writes to the snapshot (before or after its commit)
+    /// under tag 1: written keys get [`PENDING_REVISION`] until
+    /// [`Snapshot::committed`].
     pub fn apply(&mut self, plan: &Plan) {
+        self.apply_as(plan, 1);
+    }
+
+    /// Applies a plan's writes under `tag`: written keys get the pending
+    /// revision `-tag` until [`Snapshot::committed_change`] and
+    /// [`Snapshot::committed_node`] record their store revisions.
+    pub fn apply_as(&mut self, plan: &Plan, tag: Tag) {
+        let pending = pending_revision(tag);
         for change in &plan.changes {
-            self.set_state(change.kind, &change.name, change.new, PENDING_REVISION);
+            self.set_state(change.kind, &change.name, change.new, pending);
         }
         for node in &plan.nodes {
-            self.set_node(&node.node, node.new.clone(), PENDING_REVISION);
+            self.set_node(&node.node, node.new.clone(), pending);
         }
         if let Some((node, at)) = &plan.seen {
             self.mark_seen(node, *at);
@@ -234,7 +293,8 @@ impl Snapshot {
     }
 
     /// Reverts a plan applied with [`Snapshot::apply`] whose commit failed.
-    /// Plans applied after it must be undone first (reverse order).
+    /// Plans applied after it that depend on it must be undone first
+    /// (reverse order).
     pub fn undo(&mut self, plan: &Plan) {
         for node in plan.nodes.iter().rev() {
             self.set_node(&node.node, node.old.clone(), node.old_revision);
@@ -244,47 +304,74 @@ impl Snapshot {
         }
     }
 
-    /// Records the revision a committed plan's writes got.
+    /// Records the revision a committed plan, applied with
+    /// [`Snapshot::apply`], got.
     pub fn committed(&mut self, plan: &Plan, revision: Revision) {
         for change in &plan.changes {
-            self.committed_change(change, revision);
+            self.committed_change(change, 1, revision);
         }
         for node in &plan.nodes {
-            self.committed_node(node, revision);
+            self.committed_node(node, 1, revision);
         }
     }
 
-    /// Records the revision one committed state write got (a plan too large
-    /// for one transaction is committed in parts).
-    pub fn committed_change(&mut self, change: &Change, revision: Revision) {
+    /// Records the revision one committed state write, applied under `tag`,
+    /// got (a plan too large for one transaction is committed in parts). A
+    /// key written again by a later plan stays pending for that one.
+    pub fn committed_change(&mut self, change: &Change, tag: Tag, revision: Revision) {
+        let pending = pending_revision(tag);
         if change.new.is_some() {
-            self.set_revision(change.kind, &change.name, revision);
+            self.set_revision(change.kind, &change.name, pending, revision);
+        } else if !self.deleted.is_empty() {
+            let key = (change.kind, change.name.clone());
+            if self.deleted.get(&key) == Some(&pending) {
+                self.deleted.remove(&key);
+            }
         }
     }
 
-    /// Records the revision one committed node record write got.
-    pub fn committed_node(&mut self, node: &NodeChange, revision: Revision) {
-        if node.new.is_some()
-            && let Some(entry) = self.nodes.get_mut(&node.node)
-            && entry.revision == PENDING_REVISION
+    /// Records the revision one committed node record write, applied under
+    /// `tag`, got.
+    pub fn committed_node(&mut self, node: &NodeChange, tag: Tag, revision: Revision) {
+        let Some(entry) = self.nodes.get_mut(&node.node) else {
+            return;
+        };
+        if entry.revision != pending_revision(tag) {
+            return;
+        }
+        entry.revision = if node.new.is_some() { revision } else { 0 };
+        let stale = std::mem::take(&mut entry.stale);
+        prune(&mut self.model_index, &node.node, &entry.record, stale);
+        if entry.record.containers.is_empty() && entry.last_seen_ns.is_none() && node.new.is_none()
         {
-            entry.revision = revision;
+            self.nodes.remove(&node.node);
         }
     }
 
-    fn set_revision(&mut self, kind: ResourceKind, name: &str, revision: Revision) {
-        fn bump<S>(map: &mut FastMap<String, Versioned<S>>, name: &str, revision: Revision) {
+    fn set_revision(
+        &mut self,
+        kind: ResourceKind,
+        name: &str,
+        pending: Revision,
+        revision: Revision,
+    ) {
+        fn bump<S>(
+            map: &mut FastMap<String, Versioned<S>>,
+            name: &str,
+            pending: Revision,
+            revision: Revision,
+        ) {
             if let Some(v) = map.get_mut(name)
-                && v.revision == PENDING_REVISION
+                && v.revision == pending
             {
                 v.revision = revision;
             }
         }
         match kind {
-            ResourceKind::Container => bump(&mut self.containers, name, revision),
-            ResourceKind::Model => bump(&mut self.models, name, revision),
-            ResourceKind::Package => bump(&mut self.packages, name, revision),
-            ResourceKind::Scenario => bump(&mut self.scenarios, name, revision),
+            ResourceKind::Container => bump(&mut self.containers, name, pending, revision),
+            ResourceKind::Model => bump(&mut self.models, name, pending, revision),
+            ResourceKind::Package => bump(&mut self.packages, name, pending, revision),
+            ResourceKind::Scenario => bump(&mut self.scenarios, name, pending, revision),
         }
     }
 
@@ -304,11 +391,18 @@ impl Snapshot {
                     ResourceKind::Package => self.packages.remove(name).map(drop),
                     ResourceKind::Scenario => self.scenarios.remove(name).map(drop),
                 };
+                if is_pending(revision) {
+                    self.deleted.insert((kind, name.to_owned()), revision);
+                    return;
+                }
             }
             Some(AnyState::Container(s)) => insert(&mut self.containers, name, s, revision),
             Some(AnyState::Model(s)) => insert(&mut self.models, name, s, revision),
             Some(AnyState::Package(s)) => insert(&mut self.packages, name, s, revision),
             Some(AnyState::Scenario(s)) => insert(&mut self.scenarios, name, s, revision),
+        }
+        if !self.deleted.is_empty() {
+            self.deleted.remove(&(kind, name.to_owned()));
         }
     }
 
@@ -316,17 +410,27 @@ impl Snapshot {
         let entry = self.nodes.entry(node.to_owned()).or_default();
         let old = std::mem::replace(&mut entry.record, record.unwrap_or_default());
         entry.revision = revision;
-        for (container, c) in &old.containers {
-            if let Some(entries) = self.model_index.get_mut(&c.model) {
-                if let Ok(i) = entries
-                    .binary_search_by(|(n, k)| (n.as_str(), k.as_str()).cmp(&(node, container)))
-                {
-                    entries.remove(i);
-                }
-                if entries.is_empty() {
-                    self.model_index.remove(&c.model);
-                }
+        let pending = is_pending(revision);
+        // Index entries of the old record that the new one drops: removed,
+        // or kept while the new record is pending (see `NodeEntry::stale`).
+        for (container, c) in old.containers {
+            let kept = entry
+                .record
+                .containers
+                .get(&container)
+                .is_some_and(|n| n.model == c.model);
+            if kept {
+                continue;
             }
+            if pending {
+                entry.stale.push((c.model, container));
+            } else {
+                remove_from_index(&mut self.model_index, &c.model, node, &container);
+            }
+        }
+        if !pending && !entry.stale.is_empty() {
+            let stale = std::mem::take(&mut entry.stale);
+            prune(&mut self.model_index, node, &entry.record, stale);
         }
         let mut failing = BTreeSet::new();
         for (container, c) in &entry.record.containers {
@@ -347,6 +451,44 @@ impl Snapshot {
         }
         if entry.record.containers.is_empty() && entry.last_seen_ns.is_none() && revision == 0 {
             self.nodes.remove(node);
+        }
+    }
+}
+
+/// Removes `(node, container)` from a model's index entries.
+fn remove_from_index(
+    index: &mut FastMap<String, Vec<(String, String)>>,
+    model: &str,
+    node: &str,
+    container: &str,
+) {
+    if let Some(entries) = index.get_mut(model) {
+        if let Ok(i) =
+            entries.binary_search_by(|(n, k)| (n.as_str(), k.as_str()).cmp(&(node, container)))
+        {
+            entries.remove(i);
+        }
+        if entries.is_empty() {
+            index.remove(model);
+        }
+    }
+}
+
+/// Removes the index entries a node's pending records kept (`stale`) that
+/// its committed record does not have.
+fn prune(
+    index: &mut FastMap<String, Vec<(String, String)>>,
+    node: &str,
+    record: &NodeRecord,
+    stale: Vec<(String, String)>,
+) {
+    for (model, container) in stale {
+        if !record
+            .containers
+            .get(&container)
+            .is_some_and(|c| c.model == model)
+        {
+            remove_from_index(index, &model, node, &container);
         }
     }
 }
