@@ -196,6 +196,12 @@ pub struct Options {
     #[arg(long, env = "STATEMANAGER_COMMIT_TIMEOUT", value_name = "DURATION")]
     pub commit_timeout: Option<HumanDuration>,
 
+    /// Transaction chains committing at once: inputs that share no key
+    /// commit concurrently, and the next batch is planned while earlier ones
+    /// commit; 1 commits one batch at a time [default: 4].
+    #[arg(long, env = "STATEMANAGER_MAX_COMMITS_IN_FLIGHT", value_name = "N")]
+    pub max_commits_in_flight: Option<usize>,
+
     /// The longest a unary gRPC request may take; clients may ask for less
     /// with their deadline [default: 30s].
     #[arg(long, env = "STATEMANAGER_REQUEST_TIMEOUT", value_name = "DURATION")]
@@ -248,6 +254,7 @@ impl Options {
             enforce_sources,
             history_limit,
             commit_timeout,
+            max_commits_in_flight,
             request_timeout,
             metrics_listen,
             log_format,
@@ -278,6 +285,7 @@ impl Options {
             enforce_sources: enforce_sources.or(lower.enforce_sources),
             history_limit: history_limit.or(lower.history_limit),
             commit_timeout: commit_timeout.or(lower.commit_timeout),
+            max_commits_in_flight: max_commits_in_flight.or(lower.max_commits_in_flight),
             request_timeout: request_timeout.or(lower.request_timeout),
             metrics_listen: metrics_listen.or(lower.metrics_listen),
             log_format: log_format.or(lower.log_format),
@@ -395,6 +403,11 @@ impl Options {
         }
         if let Some(timeout) = self.commit_timeout {
             engine.commit_timeout = positive("--commit-timeout", timeout)?;
+        }
+        match self.max_commits_in_flight {
+            Some(0) => bail!("--max-commits-in-flight must be at least 1"),
+            Some(n) => engine.max_commits_in_flight = n,
+            None => {}
         }
 
         let mut serve = ServeOptions::default();
@@ -826,6 +839,29 @@ mod tests {
         assert_eq!(
             resolve(&[], "worker-threads = 4").unwrap().worker_threads,
             Some(4)
+        );
+        assert!(
+            error(&["--max-commits-in-flight=0"])
+                .contains("--max-commits-in-flight must be at least 1")
+        );
+        assert_eq!(
+            resolve(&[], "").unwrap().engine.max_commits_in_flight,
+            EngineConfig::default().max_commits_in_flight
+        );
+        assert_eq!(
+            resolve(&["--max-commits-in-flight=1"], "max-commits-in-flight = 8")
+                .unwrap()
+                .engine
+                .max_commits_in_flight,
+            1,
+            "the flag wins over the file"
+        );
+        assert_eq!(
+            resolve(&[], "max-commits-in-flight = 8")
+                .unwrap()
+                .engine
+                .max_commits_in_flight,
+            8
         );
         assert!(error(&["--request-timeout=0s"]).contains("longer than 0s"));
         assert!(matches!(

@@ -1,24 +1,27 @@
 //! The owner task: the one task that holds the cache (a core `Snapshot`),
-//! plans inputs, commits them with group commit, answers callers after the
-//! commit, and keeps the cache fresh from store watches.
+//! plans inputs, commits them with group commit (see [`commit`]), answers
+//! callers after the commit, and keeps the cache fresh from store watches.
 
-use std::collections::{BTreeMap, HashMap};
+mod commit;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::SelectAll;
 use state_store::{
-    Batch, EventKind as StoreEventKind, StateStore, StoreError, WatchEvent, WatchStream, get_all,
+    EventKind as StoreEventKind, StateStore, StoreError, WatchEvent, WatchStream, get_all,
 };
 use statemachine_core::definition::DefinitionKind;
 use statemachine_core::keys::{Bookkeeping, parse_state_key, state_key, state_prefix};
-use statemachine_core::record::{HistoryEntry, NodeRecord, OutboxRecord};
+use statemachine_core::record::{NodeRecord, OutboxRecord};
 use statemachine_core::{
-    Affected, AnyState, Change, Effect, ErrorCode, Input, NodeChange, NodeReport, PENDING_REVISION,
-    Plan, ResourceKind, Snapshot, StateChangeRequest, plan,
+    Affected, AnyState, Change, Effect, ErrorCode, Input, NodeChange, NodeReport, ResourceKind,
+    Snapshot, StateChangeRequest, Tag, is_pending,
 };
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use commit::{Chain, InFlight, Planned, Queued};
 
 use crate::api::{ChangeAnswer, Command, ReportAnswer, ResourceView};
 use crate::config::EngineConfig;
@@ -61,6 +64,18 @@ impl Pending {
             Pending::Reevaluate(affected) => Input::Reevaluate(affected),
             Pending::Tick => Input::Tick,
         }
+    }
+
+    /// The containers of a node report (0 for anything else).
+    fn containers(&self) -> usize {
+        match self {
+            Pending::Report(report, _) => report.containers.len(),
+            _ => 0,
+        }
+    }
+
+    fn is_report(&self) -> bool {
+        matches!(self, Pending::Report(..))
     }
 
     fn source<'a>(&'a self, derived: &'a str) -> &'a str {
@@ -144,6 +159,17 @@ pub(crate) struct Owner {
     last_change: HashMap<(ResourceKind, String), i64>,
     last_tick_ns: i64,
     ids: u64,
+    /// Inputs taken from the command queue (or queued again after a guard
+    /// failure) and not planned yet, in order.
+    held: VecDeque<Queued>,
+    /// The commit tasks in flight, and their chains by id.
+    inflight: InFlight,
+    chains: HashMap<u64, Chain>,
+    next_chain: u64,
+    /// The tags of the inputs of the chains in flight.
+    tags_in_flight: std::collections::HashSet<Tag>,
+    /// The tag the next planned input is applied under.
+    next_tag: Tag,
 }
 
 /// The prefixes the cache is fed from.
@@ -192,6 +218,12 @@ impl Owner {
             last_change: HashMap::new(),
             last_tick_ns: 0,
             ids: 0,
+            held: VecDeque::new(),
+            inflight: InFlight::new(),
+            chains: HashMap::new(),
+            next_chain: 0,
+            tags_in_flight: Default::default(),
+            next_tag: 1,
         }
     }
 
@@ -239,9 +271,11 @@ impl Owner {
         }
         // Definitions written while the StateManager was down: initial states.
         if !affected.is_empty() {
-            self.process(vec![Pending::Reevaluate(affected)]).await;
+            self.held
+                .push_back(Queued::new(Pending::Reevaluate(affected)));
         }
-        self.process(vec![Pending::Tick]).await;
+        self.held.push_back(Queued::new(Pending::Tick));
+        self.settle().await;
         Ok((pending, watches))
     }
 
@@ -278,7 +312,7 @@ impl Owner {
                     return Affected::default();
                 };
                 let known = self.snapshot.revision(kind, name);
-                if known == PENDING_REVISION || (known != 0 && known >= revision) {
+                if is_pending(known) || (known != 0 && known >= revision) {
                     return Affected::default();
                 }
                 let text = String::from_utf8_lossy(value);
@@ -292,7 +326,7 @@ impl Owner {
                     return Affected::default();
                 };
                 let known = self.snapshot.node(node).map_or(0, |e| e.revision);
-                if known == PENDING_REVISION || (known != 0 && known >= revision) {
+                if is_pending(known) || (known != 0 && known >= revision) {
                     return Affected::default();
                 }
                 match NodeRecord::decode(value) {
@@ -315,7 +349,7 @@ impl Owner {
             Feed::States(_) => {
                 if let Some((kind, name)) = parse_state_key(key) {
                     let known = self.snapshot.revision(kind, name);
-                    if known != PENDING_REVISION && known < revision {
+                    if !is_pending(known) && known < revision {
                         self.snapshot.remove_state(kind, name);
                     }
                 }
@@ -324,7 +358,7 @@ impl Owner {
             Feed::Nodes => {
                 if let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) {
                     let known = self.snapshot.node(node).map_or(0, |e| e.revision);
-                    if known != PENDING_REVISION && known < revision {
+                    if !is_pending(known) && known < revision {
                         self.snapshot.remove_node(node);
                     }
                 }
@@ -348,7 +382,8 @@ impl Owner {
                     }
                     affected.extend(self.forget_missing(feed, &kvs));
                     if !affected.is_empty() {
-                        self.process(vec![Pending::Reevaluate(affected)]).await;
+                        self.held
+                            .push_back(Queued::new(Pending::Reevaluate(affected)));
                     }
                     if let Ok(stream) = self.watch(feed, prefix.clone(), revision + 1).await {
                         watches.push(stream);
@@ -409,6 +444,7 @@ impl Owner {
     /// The owner loop.
     pub(crate) async fn run(mut self, mut watches: Watches) {
         loop {
+            self.launch().await;
             let deadline = self
                 .snapshot
                 .next_deadline(self.last_tick_ns)
@@ -419,28 +455,20 @@ impl Owner {
                     None => std::future::pending().await,
                 }
             };
+            // New commands are taken when the queue is planned and there is
+            // room for another commit; until then they wait and form the
+            // next batch (group commit).
+            let room = self.held.len() < self.config.max_batch_inputs
+                && self.inflight.len() < self.config.max_commits_in_flight.max(1);
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => break,
-                command = self.commands.recv() => {
+                Some(done) = self.inflight.next(), if !self.inflight.is_empty() => {
+                    self.complete(done).await;
+                }
+                command = self.commands.recv(), if room => {
                     let Some(command) = command else { break };
-                    let mut batch = Vec::new();
-                    let mut containers = containers_of(&command);
-                    self.accept(command, &mut batch);
-                    while batch.len() < self.config.max_batch_inputs
-                        && containers < self.config.max_batch_containers
-                    {
-                        match self.commands.try_recv() {
-                            Ok(command) => {
-                                containers += containers_of(&command);
-                                self.accept(command, &mut batch);
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    if !batch.is_empty() {
-                        self.process(batch).await;
-                    }
+                    self.take(command);
                 }
                 Some((feed, item)) = watches.next(), if !watches.is_empty() => {
                     match item {
@@ -450,7 +478,7 @@ impl Owner {
                                 StoreEventKind::Delete => self.feed_delete(feed, &event.kv.key, event.kv.mod_revision),
                             };
                             if !affected.is_empty() {
-                                self.process(vec![Pending::Reevaluate(affected)]).await;
+                                self.held.push_back(Queued::new(Pending::Reevaluate(affected)));
                             }
                         }
                         Err(error) => {
@@ -462,18 +490,48 @@ impl Owner {
                 _ = sleep => {
                     // Deadlines up to now are handled by this tick.
                     self.last_tick_ns = self.clock.now_ns();
-                    self.process(vec![Pending::Tick]).await;
+                    self.held.push_back(Queued::new(Pending::Tick));
                 }
             }
+        }
+        // The commits in flight finish, so their callers get their answers.
+        while let Some(done) = self.inflight.next().await {
+            self.complete(done).await;
         }
         tracing::info!("engine owner stopped");
     }
 
-    /// Answers queries at once; queues inputs for the batch.
-    fn accept(&mut self, command: Command, batch: &mut Vec<Pending>) {
+    /// Takes a command and what is queued behind it, up to a batch: inputs
+    /// wait in `held` for planning, queries are answered at once.
+    fn take(&mut self, command: Command) {
+        let mut containers = containers_of(&command);
+        let mut inputs = usize::from(self.accept(command));
+        while inputs < self.config.max_batch_inputs && containers < self.config.max_batch_containers
+        {
+            match self.commands.try_recv() {
+                Ok(command) => {
+                    containers += containers_of(&command);
+                    inputs += usize::from(self.accept(command));
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Answers a query at once (from committed states), or queues an
+    /// input; returns whether it queued one.
+    fn accept(&mut self, command: Command) -> bool {
         match command {
-            Command::Change(request, reply) => batch.push(Pending::Change(request, reply)),
-            Command::Report(report, reply) => batch.push(Pending::Report(report, reply)),
+            Command::Change(request, reply) => {
+                self.held
+                    .push_back(Queued::new(Pending::Change(request, reply)));
+                return true;
+            }
+            Command::Report(report, reply) => {
+                self.held
+                    .push_back(Queued::new(Pending::Report(report, reply)));
+                return true;
+            }
             Command::Get(kind, name, reply) => {
                 let _ = reply.send(self.view(kind, &name));
             }
@@ -482,21 +540,20 @@ impl Owner {
             }
             Command::PackageState(package, reply) => {
                 let state = self
-                    .snapshot
-                    .state(ResourceKind::Package, &package)
+                    .committed_state(ResourceKind::Package, &package)
+                    .0
                     .map(|s| s.as_str().to_owned());
                 let _ = reply.send(state);
             }
         }
+        false
     }
 
     fn view(&self, kind: ResourceKind, name: &str) -> Option<ResourceView> {
         let topology = self.snapshot.topology();
-        let (state, generation) = match self.snapshot.state(kind, name) {
-            Some(state) => (
-                state.as_str().to_owned(),
-                self.snapshot.revision(kind, name),
-            ),
+        let (committed, revision) = self.committed_state(kind, name);
+        let (state, generation) = match committed {
+            Some(state) => (state.as_str().to_owned(), revision),
             None => {
                 // WIRE-PROTOCOL: defaults for never-seen but known resources.
                 let default = match kind {
@@ -587,122 +644,6 @@ impl Owner {
         format!("sm-{now}-{}", self.ids)
     }
 
-    /// Plans, commits and answers a batch of inputs (group commit).
-    async fn process(&mut self, inputs: Vec<Pending>) {
-        // A newer full report of a node supersedes an older one still waiting.
-        let mut latest: HashMap<String, usize> = HashMap::new();
-        for (i, input) in inputs.iter().enumerate() {
-            if let Pending::Report(report, _) = input {
-                latest.insert(report.node.clone(), i);
-            }
-        }
-        let now = self.clock.now_ns();
-        let mut queue: Vec<Pending> = Vec::with_capacity(inputs.len());
-        for (i, input) in inputs.into_iter().enumerate() {
-            match &input {
-                Pending::Report(report, _) if latest.get(&report.node) != Some(&i) => {
-                    inc(&self.metrics.reports_coalesced);
-                    let message = format!("superseded by a newer report of node '{}'", report.node);
-                    input.answer(ErrorCode::Success, message, String::new(), "", now);
-                }
-                _ => queue.push(input),
-            }
-        }
-        let mut attempt = 0;
-        loop {
-            match self.try_commit(&mut queue).await {
-                Ok(()) => return,
-                Err(StoreError::GuardFailed { key, .. })
-                    if attempt < self.config.max_guard_retries =>
-                {
-                    attempt += 1;
-                    inc(&self.metrics.guard_conflicts);
-                    tracing::debug!(%key, attempt, "guard failed; re-reading and re-planning");
-                    if let Err(error) = self.refresh(&queue).await {
-                        self.fail_all(queue, &error);
-                        return;
-                    }
-                    // A history that outlived its state key: learn where it stands.
-                    if let Some((kind, name, _)) = self.keys.parse_history_key(&key) {
-                        match self.read_history_metas(vec![(kind, name.to_owned())]).await {
-                            Ok(metas) => self.history.extend(metas),
-                            Err(error) => {
-                                self.fail_all(queue, &error);
-                                return;
-                            }
-                        }
-                    }
-                }
-                Err(error) => {
-                    self.fail_all(queue, &error);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn fail_all(&mut self, queue: Vec<Pending>, error: &StoreError) {
-        tracing::warn!(%error, inputs = queue.len(), "commit failed; answering unavailable");
-        let now = self.clock.now_ns();
-        for input in queue {
-            if matches!(input, Pending::Change(..) | Pending::Report(..)) {
-                inc(&self.metrics.unavailable);
-            }
-            let transition_id = match &input {
-                Pending::Change(request, _) => request.transition_id.clone(),
-                _ => String::new(),
-            };
-            input.answer(
-                ErrorCode::ResourceUnavailable,
-                "the state store is unavailable; nothing was written".to_owned(),
-                error.to_string(),
-                &transition_id,
-                now,
-            );
-        }
-    }
-
-    /// Re-reads every key the queued inputs may touch after a guard failure.
-    async fn refresh(&mut self, queue: &[Pending]) -> Result<(), StoreError> {
-        let now = self.clock.now_ns();
-        let mut keys: Vec<(Feed, String)> = Vec::new();
-        for input in queue {
-            let p = plan(&self.snapshot, input.input(), now);
-            keys.extend(
-                p.changes
-                    .iter()
-                    .map(|c| (Feed::States(c.kind), state_key(c.kind, &c.name))),
-            );
-            keys.extend(
-                p.nodes
-                    .iter()
-                    .map(|n| (Feed::Nodes, self.keys.node_key(&n.node))),
-            );
-        }
-        keys.sort_by(|a, b| a.1.cmp(&b.1));
-        keys.dedup_by(|a, b| a.1 == b.1);
-        let reads = keys.iter().map(|(_, key)| self.store.get(key));
-        let results =
-            tokio::time::timeout(self.config.commit_timeout, futures::future::join_all(reads))
-                .await
-                .map_err(|_| StoreError::Timeout {
-                    operation: "refresh",
-                    after: self.config.commit_timeout,
-                })?;
-        for ((feed, key), result) in keys.into_iter().zip(results) {
-            match result? {
-                Some(kv) => {
-                    // Force: the cache is behind the store.
-                    self.forget(feed, &key);
-                    self.feed_put(feed, &kv.key, &kv.value, kv.mod_revision);
-                }
-                None => self.forget(feed, &key),
-            }
-        }
-        self.history.clear();
-        Ok(())
-    }
-
     fn forget(&mut self, feed: Feed, key: &str) {
         match feed {
             Feed::States(_) => {
@@ -720,290 +661,9 @@ impl Owner {
         }
     }
 
-    /// Plans every queued input, commits their writes, and answers them.
-    /// On a store error the cache is restored and the queue kept for a retry.
-    async fn try_commit(&mut self, queue: &mut Vec<Pending>) -> Result<(), StoreError> {
-        let now = self.clock.now_ns();
-        let mut plans: Vec<(Pending, Plan, String)> = Vec::with_capacity(queue.len());
-        for input in queue.drain(..) {
-            let p = plan(&self.snapshot, input.input(), now);
-            if let Err(rejection) = &p.outcome {
-                inc(&self.metrics.rejected);
-                let transition_id = match &input {
-                    Pending::Change(request, _) => request.transition_id.clone(),
-                    _ => String::new(),
-                };
-                input.answer(
-                    rejection.code,
-                    rejection.message.clone(),
-                    rejection.details.clone(),
-                    &transition_id,
-                    now,
-                );
-                continue;
-            }
-            self.snapshot.apply(&p);
-            let transition_id = match &input {
-                Pending::Change(request, _) if !request.transition_id.is_empty() => {
-                    request.transition_id.clone()
-                }
-                _ if p.writes_nothing() => String::new(),
-                _ => self.next_id(now),
-            };
-            plans.push((input, p, transition_id));
-        }
-        if plans.iter().all(|(_, p, _)| p.writes_nothing()) {
-            self.finish(plans, now, 0);
-            return Ok(());
-        }
-        let histories = match self.history_metas(&plans).await {
-            Ok(h) => h,
-            Err(error) => {
-                self.undo(&plans);
-                queue.extend(plans.into_iter().map(|(input, _, _)| input));
-                return Err(error);
-            }
-        };
-        let (transactions, histories) = self.build(&plans, histories, now);
-        let started = Instant::now();
-        let mut revision = 0;
-        for units in transactions {
-            let mut batch = Batch::new();
-            let mut targets = Vec::with_capacity(units.len());
-            for unit in units {
-                if let Some((key, rev)) = unit.guard {
-                    batch = batch.guard(key, rev);
-                }
-                batch.ops.push(unit.op);
-                targets.push(unit.target);
-            }
-            let applied =
-                tokio::time::timeout(self.config.commit_timeout, self.store.apply(batch)).await;
-            let applied = match applied {
-                Ok(Ok(applied)) => applied,
-                Ok(Err(error)) => {
-                    self.undo(&plans);
-                    queue.extend(plans.into_iter().map(|(input, _, _)| input));
-                    return Err(error);
-                }
-                Err(_) => {
-                    self.undo(&plans);
-                    queue.extend(plans.into_iter().map(|(input, _, _)| input));
-                    return Err(StoreError::Timeout {
-                        operation: "commit",
-                        after: self.config.commit_timeout,
-                    });
-                }
-            };
-            inc(&self.metrics.commits);
-            revision = applied.revision;
-            for target in targets {
-                match target {
-                    Target::Change(p, c) => {
-                        self.snapshot
-                            .committed_change(&plans[p].1.changes[c], 1, revision)
-                    }
-                    Target::Node(p, n) => {
-                        self.snapshot
-                            .committed_node(&plans[p].1.nodes[n], 1, revision)
-                    }
-                    Target::Other => {}
-                }
-            }
-        }
-        let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        self.metrics.commit_latency_us.observe(elapsed);
-        self.metrics
-            .batch_size
-            .observe(u64::try_from(plans.len()).unwrap_or(u64::MAX));
-        self.history.extend(histories);
-        self.finish(plans, now, revision);
-        Ok(())
-    }
-
-    fn undo(&mut self, plans: &[(Pending, Plan, String)]) {
-        for (_, p, _) in plans.iter().rev() {
-            self.snapshot.undo(p);
-        }
-    }
-
-    /// Reads the history position of every resource the plans record a
-    /// transition for and that is not known yet.
-    ///
-    /// A resource whose state key is absent from the store (as the cache,
-    /// loaded at start and fed by the watches, knows) starts a new history
-    /// without a read: that is every first transition of a new scenario,
-    /// the hot path of W1. Its sequence starts at the commit's time in
-    /// microseconds ([`new_history`]), so should a history have outlived its
-    /// state key (a model withdrawn and defined again, a key deleted by
-    /// hand), the new records still sort after the old ones. Should the
-    /// clock have gone back onto an old record, the put's "absent" guard
-    /// fails and [`Owner::process`] reads where that history stands.
-    async fn history_metas(
-        &self,
-        plans: &[(Pending, Plan, String)],
-    ) -> Result<HistoryMetas, StoreError> {
-        let mut wanted: Vec<(ResourceKind, String)> = Vec::new();
-        let mut seen: std::collections::HashSet<(ResourceKind, &str)> = Default::default();
-        for (_, p, _) in plans {
-            for change in &p.changes {
-                if change.kind == ResourceKind::Container
-                    || !seen.insert((change.kind, change.name.as_str()))
-                {
-                    continue;
-                }
-                let new_resource = change.old.is_none() && change.old_revision == 0;
-                let key = (change.kind, change.name.clone());
-                if !new_resource && !self.history.contains_key(&key) {
-                    wanted.push(key);
-                }
-            }
-        }
-        self.read_history_metas(wanted).await
-    }
-
-    /// Reads where the histories of `wanted` stand.
-    async fn read_history_metas(
-        &self,
-        wanted: Vec<(ResourceKind, String)>,
-    ) -> Result<HistoryMetas, StoreError> {
-        let mut metas = HashMap::new();
-        if wanted.is_empty() {
-            return Ok(metas);
-        }
-        let reads = wanted.iter().map(|(kind, name)| {
-            let prefix = self.keys.history_prefix(*kind, name);
-            let store = self.store.clone();
-            async move { get_all(store.as_ref(), &prefix, 1000).await }
-        });
-        let results =
-            tokio::time::timeout(self.config.commit_timeout, futures::future::join_all(reads))
-                .await
-                .map_err(|_| StoreError::Timeout {
-                    operation: "history read",
-                    after: self.config.commit_timeout,
-                })?;
-        for (key, result) in wanted.into_iter().zip(results) {
-            let (kvs, _) = result?;
-            let seqs = kvs
-                .iter()
-                .filter_map(|kv| Bookkeeping::parse_history_seq(&kv.key));
-            let (first, last) = seqs.fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s), hi.max(s)));
-            let meta = if last == 0 {
-                new_history(self.clock.now_ns())
-            } else {
-                HistoryMeta {
-                    first,
-                    next: last + 1,
-                }
-            };
-            metas.insert(key, meta);
-        }
-        Ok(metas)
-    }
-
-    /// Turns the plans into store transactions of at most `max_txn_ops`
-    /// operations: whole inputs together where they fit, a larger input
-    /// split bottom-up (its plan lists containers, models, packages, then
-    /// scenarios; node records, history and outbox come after).
-    fn build(
-        &self,
-        plans: &[(Pending, Plan, String)],
-        mut fresh: HistoryMetas,
-        now: i64,
-    ) -> (Vec<Vec<Unit>>, HistoryMetas) {
-        let limit = self.config.max_txn_ops.max(2);
-        let mut transactions: Vec<Vec<Unit>> = Vec::new();
-        let mut current: Vec<Unit> = Vec::new();
-        let derived = self.config.core.derived_source.clone();
-        for (pi, (input, p, transition_id)) in plans.iter().enumerate() {
-            let mut units = Vec::new();
-            for (ci, change) in p.changes.iter().enumerate() {
-                units.push(state_unit(change, Target::Change(pi, ci)));
-            }
-            for (ni, node) in p.nodes.iter().enumerate() {
-                units.push(self.node_unit(node, Target::Node(pi, ni)));
-            }
-            let source = input.source(&derived);
-            for change in p
-                .changes
-                .iter()
-                .filter(|c| c.kind != ResourceKind::Container)
-            {
-                let key = (change.kind, change.name.clone());
-                let meta = fresh
-                    .get(&key)
-                    .or_else(|| self.history.get(&key))
-                    .copied()
-                    .unwrap_or_else(|| new_history(now));
-                let entry = HistoryEntry {
-                    from: left_state(change).map(|s| s.as_str().to_owned()),
-                    to: change.new.map(|s| s.as_str().to_owned()),
-                    at_ns: now,
-                    source: source.to_owned(),
-                    transition_id: transition_id.clone(),
-                    reason: change.reason.as_str().to_owned(),
-                    duration_ms: self
-                        .last_change
-                        .get(&key)
-                        .map(|since| now.saturating_sub(*since) / 1_000_000),
-                };
-                let history_key = self.keys.history_key(change.kind, &change.name, meta.next);
-                units.push(Unit {
-                    guard: Some((history_key.clone(), 0)),
-                    op: state_store::Op::Put {
-                        key: history_key,
-                        value: entry.encode(),
-                    },
-                    target: Target::Other,
-                });
-                let mut meta = HistoryMeta {
-                    first: meta.first,
-                    next: meta.next + 1,
-                };
-                let limit = u64::try_from(self.config.history_limit.max(1)).unwrap_or(u64::MAX);
-                while meta.next - meta.first > limit {
-                    units.push(Unit {
-                        guard: None,
-                        op: state_store::Op::Delete {
-                            key: self.keys.history_key(change.kind, &change.name, meta.first),
-                        },
-                        target: Target::Other,
-                    });
-                    meta.first += 1;
-                }
-                fresh.insert(key, meta);
-            }
-            for record in p.reconciles() {
-                units.push(Unit {
-                    guard: None,
-                    op: state_store::Op::Put {
-                        key: self.keys.outbox_key(&record.id()),
-                        value: record.encode(),
-                    },
-                    target: Target::Other,
-                });
-            }
-            if current.len() + units.len() > limit && !current.is_empty() {
-                transactions.push(std::mem::take(&mut current));
-            }
-            for unit in units {
-                if current.len() == limit {
-                    transactions.push(std::mem::take(&mut current));
-                }
-                current.push(unit);
-            }
-        }
-        if !current.is_empty() {
-            transactions.push(current);
-        }
-        (transactions, fresh)
-    }
-
     fn node_unit(&self, node: &NodeChange, target: Target) -> Unit {
         let key = self.keys.node_key(&node.node);
-        let guard =
-            (node.old_revision != PENDING_REVISION).then(|| (key.clone(), node.old_revision));
+        let guard = (!is_pending(node.old_revision)).then(|| (key.clone(), node.old_revision));
         let op = match &node.new {
             Some(record) => state_store::Op::Put {
                 key,
@@ -1016,12 +676,33 @@ impl Owner {
 
     /// Answers the committed inputs, publishes events, hands reconcile
     /// requests to the outbox worker.
-    fn finish(&mut self, plans: Vec<(Pending, Plan, String)>, now: i64, revision: i64) {
+    fn finish(&mut self, planned: Vec<Planned>, now: i64, revision: i64) {
         let derived = self.config.core.derived_source.clone();
         let mut event_index = 0;
         // Nobody listening: no events to build.
         let publish = self.events.receiver_count() > 0;
-        for (input, p, transition_id) in plans {
+        for Planned {
+            input,
+            plan: p,
+            transition_id,
+            ..
+        } in planned
+        {
+            if let Err(rejection) = p.outcome {
+                inc(&self.metrics.rejected);
+                let transition_id = match &input {
+                    Pending::Change(request, _) => request.transition_id.clone(),
+                    _ => String::new(),
+                };
+                input.answer(
+                    rejection.code,
+                    rejection.message,
+                    rejection.details,
+                    &transition_id,
+                    now,
+                );
+                continue;
+            }
             if let Some((node, at)) = &p.seen {
                 self.metrics.node_seen(node, *at);
             }
@@ -1119,8 +800,7 @@ fn containers_of(command: &Command) -> usize {
 
 fn state_unit(change: &Change, target: Target) -> Unit {
     let key = state_key(change.kind, &change.name);
-    let guard =
-        (change.old_revision != PENDING_REVISION).then(|| (key.clone(), change.old_revision));
+    let guard = (!is_pending(change.old_revision)).then(|| (key.clone(), change.old_revision));
     let op = match change.new {
         Some(state) => state_store::Op::Put {
             key,

@@ -483,10 +483,10 @@ fn prune(
     stale: Vec<(String, String)>,
 ) {
     for (model, container) in stale {
-        if !record
+        if record
             .containers
             .get(&container)
-            .is_some_and(|c| c.model == model)
+            .is_none_or(|c| c.model != model)
         {
             remove_from_index(index, &model, node, &container);
         }
