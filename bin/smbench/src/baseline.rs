@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use etcd_client::Client;
 
+use crate::cpu::{CpuClock, CpuUse};
 use crate::report::RunResult;
 use crate::stats::Latencies;
 
@@ -22,6 +23,10 @@ pub struct Baseline {
     pub per_s: f64,
     /// Put latencies.
     pub latencies: Latencies,
+    /// The CPU the puts cost etcd and smbench.
+    pub cpu: CpuUse,
+    /// Puts made.
+    pub count: usize,
 }
 
 /// `count` single puts of `Completed` to distinct keys, `concurrency` in flight.
@@ -30,7 +35,27 @@ pub async fn raw_puts(
     tag: &str,
     concurrency: usize,
     count: usize,
+    clock: &CpuClock,
 ) -> Result<Baseline> {
+    let (result, mut cpu) = clock.measure(puts(kv, tag, concurrency, count)).await;
+    // The daemon idles meanwhile: only etcd and the client count.
+    cpu.daemon = None;
+    let (per_s, latencies) = result?;
+    Ok(Baseline {
+        concurrency,
+        per_s,
+        latencies,
+        cpu,
+        count,
+    })
+}
+
+async fn puts(
+    kv: &Client,
+    tag: &str,
+    concurrency: usize,
+    count: usize,
+) -> Result<(f64, Latencies)> {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
@@ -58,11 +83,7 @@ pub async fn raw_puts(
         latencies.merge(&task.await.context("baseline task")??);
     }
     let wall = started.elapsed();
-    Ok(Baseline {
-        concurrency,
-        per_s: count as f64 / wall.as_secs_f64().max(1e-9),
-        latencies,
-    })
+    Ok((count as f64 / wall.as_secs_f64().max(1e-9), latencies))
 }
 
 /// The two baselines of a workload at `concurrency`: throughput there, and
@@ -80,16 +101,26 @@ pub async fn measure(
     tag: &str,
     concurrency: usize,
     count: usize,
+    clock: &CpuClock,
 ) -> Result<Baselines> {
-    let at_c = raw_puts(kv, &format!("{tag}-c{concurrency}"), concurrency, count).await?;
+    let at_c = raw_puts(
+        kv,
+        &format!("{tag}-c{concurrency}"),
+        concurrency,
+        count,
+        clock,
+    )
+    .await?;
     let c1 = if concurrency == 1 {
         Baseline {
             concurrency: 1,
             per_s: at_c.per_s,
             latencies: at_c.latencies.clone(),
+            cpu: at_c.cpu,
+            count: at_c.count,
         }
     } else {
-        raw_puts(kv, &format!("{tag}-c1"), 1, C1_PUTS).await?
+        raw_puts(kv, &format!("{tag}-c1"), 1, C1_PUTS, clock).await?
     };
     Ok(Baselines { at_c, c1 })
 }
@@ -112,6 +143,23 @@ impl Baselines {
         if c != 1 {
             result.fig("raw_put_c1_p50_ms", "ms", self.c1.latencies.ms(0.5));
             result.fig("raw_put_c1_p99_ms", "ms", self.c1.latencies.ms(0.99));
+        }
+    }
+
+    /// Adds the CPU per put at the workload's concurrency, and the workload's
+    /// CPU per operation (`ours`, `operations` of them) with the ratio of the
+    /// two totals.
+    pub fn add_cpu_to(&self, result: &mut RunResult, ours: &CpuUse, unit: &str, operations: usize) {
+        let ours = ours.add_to(result, &format!("cpu_per_{unit}"), operations);
+        let c = self.at_c.concurrency;
+        let raw = self
+            .at_c
+            .cpu
+            .add_to(result, &format!("raw_cpu_per_put_c{c}"), self.at_c.count);
+        if let (Some(ours), Some(raw)) = (ours, raw)
+            && raw > 0.0
+        {
+            result.fig(&format!("cpu_ratio_{unit}_vs_put"), "x", ours / raw);
         }
     }
 }

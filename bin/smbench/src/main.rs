@@ -34,6 +34,7 @@
 mod baseline;
 mod cascade;
 mod context;
+mod cpu;
 mod daemon;
 mod kv;
 mod memory;

@@ -104,6 +104,14 @@ impl Env {
         })
     }
 
+    /// Accounts the CPU of the daemon and etcd this environment started.
+    pub fn cpu_clock(&self) -> crate::cpu::CpuClock {
+        crate::cpu::CpuClock::new(
+            self.daemon.as_ref().map(|d| d.pid),
+            self.etcd.as_ref().and_then(|e| e.pid()),
+        )
+    }
+
     /// `true` when smbench spawned the daemon (reconcile counts and memory are then known).
     pub fn owns_daemon(&self) -> bool {
         self.common.daemon.is_none()

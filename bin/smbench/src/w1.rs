@@ -178,10 +178,22 @@ pub async fn run(
         .await?;
     let prefix = format!("w1-{}-r{run}-c{concurrency}", common.session);
     let transitions = scenarios * STEPS.len();
-    let (outcome, baselines) = baseline::alternate(
+    let clock = env.cpu_clock();
+    let ((outcome, cpu), baselines) = baseline::alternate(
         run,
-        baseline::measure(&env.kv, &format!("w1-r{run}"), concurrency, transitions),
-        || drive(&env, &prefix, scenarios, concurrency),
+        baseline::measure(
+            &env.kv,
+            &format!("w1-r{run}"),
+            concurrency,
+            transitions,
+            &clock,
+        ),
+        || async {
+            let (outcome, cpu) = clock
+                .measure(drive(&env, &prefix, scenarios, concurrency))
+                .await;
+            Ok((outcome?, cpu))
+        },
     )
     .await?;
     env.check_alive()?;
@@ -213,6 +225,7 @@ pub async fn run(
         );
         result.fig("ratio_p50_vs_raw_p50", "x", p50 / raw);
     }
+    baselines.add_cpu_to(&mut result, &cpu, "transition", transitions);
     if outcome.failures > 0 {
         result.fail(format!(
             "{} answers were not ERROR_CODE_SUCCESS, first: {}; {}",

@@ -46,10 +46,22 @@ pub async fn run_w2(common: &Common, run: usize, options: W2Options) -> Result<R
     let entries = topo.error_entries(&initial, &rounds);
     let plan = Plan::new(topo, &rounds);
     let started = Instant::now();
-    let (outcome, baselines) = baseline::alternate(
+    let clock = env.cpu_clock();
+    let ((outcome, cpu), baselines) = baseline::alternate(
         run,
-        baseline::measure(&env.kv, &format!("w2-r{run}"), topo.nodes, W2_BASELINE_PUTS),
-        || cascade::run_rounds(&env, &tracker, plan),
+        baseline::measure(
+            &env.kv,
+            &format!("w2-r{run}"),
+            topo.nodes,
+            W2_BASELINE_PUTS,
+            &clock,
+        ),
+        || async {
+            let (outcome, cpu) = clock
+                .measure(cascade::run_rounds(&env, &tracker, plan))
+                .await;
+            Ok((outcome?, cpu))
+        },
     )
     .await?;
     env.check_alive()?;
@@ -83,6 +95,7 @@ pub async fn run_w2(common: &Common, run: usize, options: W2Options) -> Result<R
         "x",
         per_s / baselines.at_c.per_s,
     );
+    baselines.add_cpu_to(&mut result, &cpu, "report", outcome.reports);
     cascade::verify_final(
         &env,
         topo,
@@ -119,14 +132,18 @@ pub async fn run_w3(
     let last: Vec<_> = (0..topo.nodes)
         .map(|n| topo.report(n, &rounds[0]))
         .collect();
-    let ((outcome, writes), baselines) = baseline::alternate(
+    let clock = env.cpu_clock();
+    let ((outcome, writes, cpu), baselines) = baseline::alternate(
         run,
-        baseline::measure(&env.kv, &format!("w3-r{run}"), concurrency, reports),
+        baseline::measure(&env.kv, &format!("w3-r{run}"), concurrency, reports, &clock),
         || async {
             let before = kv::revision(&env.kv).await?;
-            let outcome = quiet(&env, &last, concurrency, reports).await?;
+            let (outcome, cpu) = clock
+                .measure(quiet(&env, &last, concurrency, reports))
+                .await;
+            let outcome = outcome?;
             let after = kv::revision(&env.kv).await?;
-            Ok((outcome, after - before))
+            Ok((outcome, after - before, cpu))
         },
     )
     .await?;
@@ -142,6 +159,7 @@ pub async fn run_w3(
         "x",
         per_s / baselines.at_c.per_s,
     );
+    baselines.add_cpu_to(&mut result, &cpu, "report", reports);
     if writes != 0 {
         result.fail(format!(
             "etcd's revision moved by {writes} during the quiet reports (expected 0 writes)"

@@ -11,10 +11,11 @@
 //! - `raw txn` (1 key only): a txn holding that one put, without guards: it
 //!   separates etcd's cost of a transaction from the cost of its compares;
 //! - `raw guarded`: the same etcd request EtcdStore sends, built by hand with
-//!   etcd-client: a txn with a `mod_revision` compare per key, the puts, and
-//!   keys-only reads of the guarded keys as the failure branch;
-//! - `raw guarded, no failure reads` (with `--no-failure-reads`): the same
-//!   without the failure branch;
+//!   etcd-client: a txn with a `mod_revision` compare per key and the puts
+//!   (no failure branch: EtcdStore reads the guards only after a failure);
+//! - `raw guarded, failure reads` (with `--failure-reads`): the same with
+//!   keys-only reads of the guarded keys as the failure branch, the request
+//!   EtcdStore sent before, to show what that branch costs;
 //! - `ours`: `EtcdStore::apply` of a guarded batch, as the engine writes.
 //!
 //! Every worker owns its keys and guards each write with the revision of its
@@ -57,10 +58,11 @@ struct Args {
     /// Concurrencies to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 64])]
     concurrency: Vec<usize>,
-    /// Also measure the guarded txn without EtcdStore's failure branch (the
-    /// reads that tell which guard failed), to show what that branch costs.
+    /// Also measure the guarded txn with a failure branch of keys-only
+    /// reads of the guarded keys (what EtcdStore sent before it read a
+    /// failed guard afterwards), to show what that branch costs.
     #[arg(long)]
-    no_failure_reads: bool,
+    failure_reads: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,19 +70,19 @@ enum Variant {
     Raw,
     RawTxn,
     RawGuarded,
-    RawGuardedNoReads,
+    RawGuardedWithReads,
     Ours,
 }
 
 impl Variant {
     /// The variants measured for a batch of `keys` keys; `Ours` comes last.
-    fn for_keys(keys: usize, no_failure_reads: bool) -> Vec<Variant> {
+    fn for_keys(keys: usize, failure_reads: bool) -> Vec<Variant> {
         let mut variants = vec![Variant::Raw];
         if keys == 1 {
             variants.push(Variant::RawTxn);
         }
-        if no_failure_reads {
-            variants.push(Variant::RawGuardedNoReads);
+        if failure_reads {
+            variants.push(Variant::RawGuardedWithReads);
         }
         variants.extend([Variant::RawGuarded, Variant::Ours]);
         variants
@@ -91,7 +93,7 @@ impl Variant {
             Variant::Raw => "raw",
             Variant::RawTxn => "raw txn",
             Variant::RawGuarded => "raw guarded",
-            Variant::RawGuardedNoReads => "raw guarded, no failure reads",
+            Variant::RawGuardedWithReads => "raw guarded, failure reads",
             Variant::Ours => "ours",
         }
     }
@@ -159,7 +161,7 @@ async fn one_request(target: &Target, variant: Variant, worker: &mut Worker) -> 
                 .collect();
             raw.txn(Txn::new().and_then(puts)).await?;
         }
-        Variant::RawGuarded | Variant::RawGuardedNoReads => {
+        Variant::RawGuarded | Variant::RawGuardedWithReads => {
             let mut raw = target.raw.clone();
             let compares: Vec<Compare> = worker
                 .keys
@@ -172,7 +174,7 @@ async fn one_request(target: &Target, variant: Variant, worker: &mut Worker) -> 
                 .map(|k| TxnOp::put(k.as_str(), target.value.clone(), None))
                 .collect();
             let mut txn = Txn::new().when(compares).and_then(puts);
-            if variant == Variant::RawGuarded {
+            if variant == Variant::RawGuardedWithReads {
                 let reads: Vec<TxnOp> = worker
                     .keys
                     .iter()
@@ -294,7 +296,7 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|");
     for &keys in &args.keys {
         for &concurrency in &args.concurrency {
-            let variants = Variant::for_keys(keys, args.no_failure_reads);
+            let variants = Variant::for_keys(keys, args.failure_reads);
             let measured = scenario(&args, &variants, keys, concurrency).await?;
             let ours = measured
                 .last()
