@@ -219,7 +219,7 @@ impl Owner {
             last_tick_ns: 0,
             ids: 0,
             held: VecDeque::new(),
-            inflight: InFlight::new(),
+            inflight: InFlight::default(),
             chains: HashMap::new(),
             next_chain: 0,
             tags_in_flight: Default::default(),

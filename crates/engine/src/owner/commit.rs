@@ -26,14 +26,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::FutureExt;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use state_store::{Batch, StateStore, StoreError, get_all};
 use statemachine_core::keys::{Bookkeeping, state_key};
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{
     ErrorCode, Plan, ResourceKind, Revision, Tag, is_pending, pending_tag, plan,
 };
-use tokio::task::JoinError;
 
 use super::{
     Feed, HistoryMeta, HistoryMetas, Owner, Pending, Target, Unit, left_state, new_history,
@@ -103,15 +104,35 @@ impl Chain {
 /// and how many transactions went through before.
 type ChainResult = Result<Vec<Revision>, (StoreError, usize)>;
 
-/// What a chain's commit task reports.
-pub(super) type ChainDone = (u64, Result<ChainResult, JoinError>);
+/// A chain's id and how its commit went.
+pub(super) type ChainDone = (u64, ChainResult);
 
-/// A commit task's completion (`Sync`, so the owner stays `Sync` across
-/// its awaits).
-type Completion = std::pin::Pin<Box<dyn std::future::Future<Output = ChainDone> + Send + Sync>>;
+/// The commits in flight, polled by the owner task itself (no task of
+/// their own: one wake-up less per commit). Wrapped so that the owner stays
+/// `Sync` across its awaits; it is only ever used through `&mut`.
+#[derive(Default)]
+pub(super) struct InFlight(
+    sync_wrapper::SyncWrapper<FuturesUnordered<BoxFuture<'static, ChainDone>>>,
+);
 
-/// The commit tasks in flight.
-pub(super) type InFlight = futures::stream::FuturesUnordered<Completion>;
+impl InFlight {
+    pub(super) fn len(&mut self) -> usize {
+        self.0.get_mut().len()
+    }
+
+    pub(super) fn is_empty(&mut self) -> bool {
+        self.0.get_mut().is_empty()
+    }
+
+    fn push(&mut self, commit: BoxFuture<'static, ChainDone>) {
+        self.0.get_mut().push(commit);
+    }
+
+    /// The next commit to finish (`None`: none in flight).
+    pub(super) async fn next(&mut self) -> Option<ChainDone> {
+        self.0.get_mut().next().await
+    }
+}
 
 /// A chain being packed: its inputs and transactions.
 #[derive(Default)]
@@ -205,7 +226,7 @@ impl Owner {
     pub(super) async fn settle(&mut self) {
         loop {
             self.launch().await;
-            match futures::StreamExt::next(&mut self.inflight).await {
+            match self.inflight.next().await {
                 Some(done) => self.complete(done).await,
                 None if self.held.is_empty() => return,
                 None => {}
@@ -429,13 +450,9 @@ impl Owner {
                 started: Instant::now(),
             },
         );
-        let task = tokio::spawn(commit_chain(
-            self.store.clone(),
-            batches,
-            self.config.commit_timeout,
-        ));
-        let completion: Completion = Box::pin(task.map(move |result| (id, result)));
-        self.inflight.push(completion);
+        let commit = commit_chain(self.store.clone(), batches, self.config.commit_timeout);
+        self.inflight
+            .push(Box::pin(async move { (id, commit.await) }));
     }
 
     /// A chain's commit finished: answer its inputs, or undo and retry them.
@@ -446,14 +463,6 @@ impl Owner {
         for item in &chain.planned {
             self.tags_in_flight.remove(&item.tag);
         }
-        let result = result.unwrap_or_else(|error| {
-            Err((
-                StoreError::Unavailable {
-                    message: format!("the commit task failed: {error}"),
-                },
-                0,
-            ))
-        });
         match result {
             Ok(revisions) => {
                 for (targets, revision) in chain.targets.iter().zip(&revisions) {
