@@ -244,7 +244,7 @@ impl Owner {
         // By tag - base: the index in `planned` of an applied input.
         let mut by_tag: Vec<Option<usize>> = Vec::with_capacity(taken.len());
         let mut parent: Vec<usize> = Vec::with_capacity(taken.len());
-        let mut answered = false;
+        let mut settled: Vec<Planned> = Vec::new();
         let mut waiting: Vec<Queued> = Vec::new();
         for mut queued in taken {
             if queued
@@ -281,10 +281,10 @@ impl Owner {
                 tag,
                 attempts: queued.attempts,
             };
-            // Nothing to write and resting on nothing uncommitted: answered now.
+            // Nothing to write and resting on nothing uncommitted: answered
+            // once the batch is planned.
             if independent && (item.plan.outcome.is_err() || item.plan.writes_nothing()) {
-                self.finish(vec![item], now, 0);
-                answered = true;
+                settled.push(item);
                 continue;
             }
             let i = planned.len();
@@ -300,6 +300,10 @@ impl Owner {
                 }
             }
             planned.push(item);
+        }
+        let answered = !settled.is_empty();
+        if answered {
+            self.finish(settled, now, 0);
         }
         // What waits for a chain in flight goes back to the head, in order.
         let stopped = !waiting.is_empty();
