@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
-use etcd_client::proto::{PbKeyValue, PbTxnOpResponse};
+use etcd_client::proto::{PbKeyValue, PbResponseOp, PbTxnOpResponse};
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp, WatchClient,
 };
@@ -244,6 +244,19 @@ impl Shared {
         header_revision(outcome.value.0.header.as_ref())
     }
 
+    /// Runs `reads` in one read-only transaction: one snapshot of the store.
+    async fn read_together(&self, reads: Vec<TxnOp>) -> Result<Vec<PbResponseOp>, StoreError> {
+        let txn = Txn::new().and_then(reads);
+        let kv = &self.kv;
+        let outcome = with_retries(&self.config, "apply", true, || {
+            let mut kv = kv.clone();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await?;
+        Ok(outcome.value.0.responses)
+    }
+
     /// After a transaction failed its guards: reads the guarded keys (keys
     /// only, one snapshot) and returns the first guard that does not hold,
     /// or `None` when every guard holds again (a key created and deleted
@@ -255,15 +268,7 @@ impl Shared {
             .iter()
             .map(|g| TxnOp::get(g.key.as_str(), Some(GetOptions::new().with_keys_only())))
             .collect();
-        let txn = Txn::new().and_then(reads);
-        let kv = &self.kv;
-        let outcome = with_retries(&self.config, "apply", true, || {
-            let mut kv = kv.clone();
-            let txn = txn.clone();
-            async move { kv.txn(txn).await }
-        })
-        .await?;
-        let responses = outcome.value.0.responses;
+        let responses = self.read_together(reads).await?;
         if responses.len() != guards.len() {
             return Err(StoreError::BadData {
                 message: format!(
@@ -316,16 +321,9 @@ impl Shared {
             return Ok(None);
         }
         let reads: Vec<TxnOp> = keys.iter().map(|key| TxnOp::get(*key, None)).collect();
-        let txn = Txn::new().and_then(reads);
-        let kv = &self.kv;
-        let outcome = with_retries(&self.config, "apply", true, || {
-            let mut kv = kv.clone();
-            let txn = txn.clone();
-            async move { kv.txn(txn).await }
-        })
-        .await?;
+        let responses = self.read_together(reads).await?;
         let mut found: HashMap<&str, Option<PbKeyValue>> = HashMap::new();
-        for (key, response) in keys.iter().zip(outcome.value.0.responses) {
+        for (key, response) in keys.iter().zip(responses) {
             let Some(PbTxnOpResponse::ResponseRange(range)) = response.response else {
                 return Ok(None);
             };
