@@ -590,13 +590,7 @@ impl Owner {
         keys.sort_by(|a, b| a.1.cmp(&b.1));
         keys.dedup_by(|a, b| a.1 == b.1);
         let reads = keys.iter().map(|(_, key)| self.store.get(key));
-        let results =
-            tokio::time::timeout(self.config.commit_timeout, futures::future::join_all(reads))
-                .await
-                .map_err(|_| StoreError::Timeout {
-                    operation: "refresh",
-                    after: self.config.commit_timeout,
-                })?;
+        let results = all_within(self.config.commit_timeout, "refresh", reads).await?;
         for ((feed, key), result) in keys.into_iter().zip(results) {
             match result? {
                 Some(kv) => {
@@ -682,13 +676,7 @@ impl Owner {
             let store = self.store.clone();
             async move { get_all(store.as_ref(), &prefix, 1000).await }
         });
-        let results =
-            tokio::time::timeout(self.config.commit_timeout, futures::future::join_all(reads))
-                .await
-                .map_err(|_| StoreError::Timeout {
-                    operation: "history read",
-                    after: self.config.commit_timeout,
-                })?;
+        let results = all_within(self.config.commit_timeout, "history read", reads).await?;
         for (key, result) in wanted.into_iter().zip(results) {
             let (kvs, _) = result?;
             let seqs = kvs
@@ -812,6 +800,20 @@ impl Owner {
         }
         (self.snapshot.state(kind, name), revision)
     }
+}
+
+/// Runs store reads concurrently, all within `timeout`.
+async fn all_within<F: std::future::Future>(
+    timeout: std::time::Duration,
+    operation: &'static str,
+    reads: impl IntoIterator<Item = F>,
+) -> Result<Vec<F::Output>, StoreError> {
+    tokio::time::timeout(timeout, futures::future::join_all(reads))
+        .await
+        .map_err(|_| StoreError::Timeout {
+            operation,
+            after: timeout,
+        })
 }
 
 /// Commits a chain's transactions one after another, each within `timeout`.
