@@ -255,10 +255,23 @@ impl Owner {
                 continue;
             }
             let p = plan(&self.snapshot, queued.input.input(), now);
-            if let Some(tag) = p.depends_on.iter().find(|t| **t < base) {
+            // A dependency on a chain in flight waits for it. (A tag below
+            // the batch that is not in flight would be a value left pending
+            // by mistake: it must not hold the input back for ever.)
+            if let Some(tag) = p
+                .depends_on
+                .iter()
+                .find(|t| **t < base && self.tags_in_flight.contains(t))
+            {
                 queued.waits_for = Some(*tag);
                 waiting.push(queued);
                 continue;
+            }
+            if p.depends_on.iter().any(|t| *t < base) {
+                tracing::warn!(
+                    depends_on = ?p.depends_on,
+                    "planned on a value left pending by a commit no longer in flight"
+                );
             }
             let tag = self.next_tag;
             self.next_tag += 1;
@@ -288,11 +301,15 @@ impl Owner {
                 continue;
             }
             let i = planned.len();
-            by_tag[usize::try_from(tag - base).unwrap_or(usize::MAX)] = Some(i);
+            // (This input's tag is the last one given out.)
+            if let Some(slot) = by_tag.last_mut() {
+                *slot = Some(i);
+            }
             parent.push(i);
             for dep in &item.plan.depends_on {
-                let j = usize::try_from(dep - base)
-                    .ok()
+                let j = dep
+                    .checked_sub(base)
+                    .and_then(|k| usize::try_from(k).ok())
                     .and_then(|k| by_tag.get(k).copied().flatten());
                 if let Some(j) = j {
                     let (a, b) = (root(&mut parent, i), root(&mut parent, j));
