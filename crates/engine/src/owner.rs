@@ -162,7 +162,7 @@ pub(crate) struct Owner {
     /// Inputs taken from the command queue (or queued again after a guard
     /// failure) and not planned yet, in order.
     held: VecDeque<Queued>,
-    /// The commit tasks in flight, and their chains by id.
+    /// The commits in flight, and their chains by id.
     inflight: InFlight,
     chains: HashMap<u64, Chain>,
     next_chain: u64,

@@ -14,7 +14,7 @@ use crate::derive::{ContainerSet, ModelSet, container_state};
 use crate::error::{ErrorCode, Rejection};
 use crate::name::{ResourceKind, validate};
 use crate::record::{NodeContainer, NodeRecord, OutboxRecord};
-use crate::snapshot::{Revision, Snapshot, Tag, duration_ns, pending_tag};
+use crate::snapshot::{Revision, Snapshot, Tag, Versioned, duration_ns, pending_tag};
 use crate::state::{AnyState, ContainerState, ModelState, PackageState, ScenarioState};
 use crate::topology::Affected;
 use crate::transition::{
@@ -426,48 +426,40 @@ impl<'a> Cascade<'a> {
         }
     }
 
-    fn container(&self, name: &str) -> Option<ContainerState> {
-        match self.s.containers.get(name) {
+    /// A state as the snapshot has it, noting a pending value (or delete).
+    fn read<S: Copy>(
+        &self,
+        map: &FastMap<String, Versioned<S>>,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Option<S> {
+        match map.get(name) {
             Some(v) => {
                 self.note(v.revision);
                 Some(v.state)
             }
             None => {
-                self.note_absent(ResourceKind::Container, name);
+                self.note_absent(kind, name);
                 None
             }
         }
     }
 
+    fn container(&self, name: &str) -> Option<ContainerState> {
+        self.read(&self.s.containers, ResourceKind::Container, name)
+    }
+
     fn model(&self, name: &str) -> Option<ModelState> {
         match self.models.get(name) {
             Some(state) => *state,
-            None => match self.s.models.get(name) {
-                Some(v) => {
-                    self.note(v.revision);
-                    Some(v.state)
-                }
-                None => {
-                    self.note_absent(ResourceKind::Model, name);
-                    None
-                }
-            },
+            None => self.read(&self.s.models, ResourceKind::Model, name),
         }
     }
 
     fn package(&self, name: &str) -> Option<PackageState> {
         match self.packages.get(name) {
             Some(state) => *state,
-            None => match self.s.packages.get(name) {
-                Some(v) => {
-                    self.note(v.revision);
-                    Some(v.state)
-                }
-                None => {
-                    self.note_absent(ResourceKind::Package, name);
-                    None
-                }
-            },
+            None => self.read(&self.s.packages, ResourceKind::Package, name),
         }
     }
 

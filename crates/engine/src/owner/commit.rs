@@ -9,7 +9,7 @@
 //!   not share a key they write or read. Small groups share a transaction;
 //!   a group too large for one transaction gets a chain of its own, whose
 //!   transactions commit one after another, bottom-up. Chains commit
-//!   concurrently, each in its own task.
+//!   concurrently; the owner task polls them all.
 //! - While chains are in flight the next batch is formed from what arrived
 //!   since, up to `max_commits_in_flight` chains: group commit without the
 //!   wait. An input that depends on a chain still in flight waits at the
@@ -387,7 +387,7 @@ impl Owner {
             chains.push(shared);
         }
         for chain in chains {
-            self.spawn(chain, now);
+            self.start_commit(chain, now);
         }
         true
     }
@@ -436,8 +436,8 @@ impl Owner {
         kept
     }
 
-    /// Starts a chain's commit task.
-    fn spawn(&mut self, packing: Packing, now: i64) {
+    /// Starts committing a chain (polled by the owner with the others in flight).
+    fn start_commit(&mut self, packing: Packing, now: i64) {
         let Packing {
             planned,
             txns,
