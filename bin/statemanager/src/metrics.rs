@@ -191,6 +191,11 @@ pub fn render(sources: &Sources) -> String {
             load(&m.reconciles_delivered),
         ),
         (
+            "lost_reconciles_total",
+            "Outbox records written at start-up for packages found failed without one.",
+            load(&m.lost_reconciles),
+        ),
+        (
             "escalations_total",
             "Recoveries escalated (retries exhausted, recovery failed).",
             load(&m.escalations),

@@ -106,6 +106,7 @@ impl Engine {
         let (pending, watches) = owner.load().await?;
         let worker = outbox::OutboxWorker {
             store,
+            keys: Bookkeeping::new(&config.bookkeeping_prefix),
             action,
             handle: handle.clone(),
             events: events_tx,

@@ -80,6 +80,9 @@ pub struct Metrics {
     pub reconcile_failures: AtomicU64,
     /// Reconcile requests delivered.
     pub reconciles_delivered: AtomicU64,
+    /// Outbox records written at start-up or after a re-list for packages
+    /// found in a reconcile state without one (a crash lost it).
+    pub lost_reconciles: AtomicU64,
     /// Reconcile records waiting in the outbox.
     pub outbox_depth: AtomicU64,
     /// Escalations (retries exhausted, recovery failed).
@@ -112,6 +115,7 @@ impl Default for Metrics {
             reconcile_attempts: AtomicU64::new(0),
             reconcile_failures: AtomicU64::new(0),
             reconciles_delivered: AtomicU64::new(0),
+            lost_reconciles: AtomicU64::new(0),
             outbox_depth: AtomicU64::new(0),
             escalations: AtomicU64::new(0),
             no_scenario: AtomicU64::new(0),

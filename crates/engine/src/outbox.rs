@@ -10,9 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::Rng;
-use state_store::StateStore;
+use state_store::{Batch, StateStore};
 use statemachine_core::ResourceKind;
-use statemachine_core::record::OutboxRecord;
+use statemachine_core::keys::Bookkeeping;
+use statemachine_core::record::{DeliveryRecord, OutboxRecord};
 use statemachine_core::recovery::{NextStep, RecoveryPolicy};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
@@ -49,6 +50,7 @@ struct Check {
 
 pub(crate) struct OutboxWorker {
     pub(crate) store: Arc<dyn StateStore>,
+    pub(crate) keys: Bookkeeping,
     pub(crate) action: Arc<dyn ActionPort>,
     pub(crate) handle: EngineHandle,
     pub(crate) events: broadcast::Sender<Arc<Event>>,
@@ -161,7 +163,7 @@ impl OutboxWorker {
                     ),
                 );
                 if delivery.durable {
-                    self.delete_record(&delivery.item.key).await;
+                    self.delete_record(&delivery.item).await;
                 }
                 checks.push(Check {
                     item: delivery.item,
@@ -195,11 +197,20 @@ impl OutboxWorker {
         }
     }
 
-    /// Deletes a delivered record, retrying with backoff for a bounded time.
-    async fn delete_record(&self, key: &str) {
+    /// Deletes a delivered record and records the delivery in the same
+    /// transaction (so that a restart neither delivers it again nor takes
+    /// the package for one whose reconcile was lost), retrying with backoff
+    /// for a bounded time.
+    async fn delete_record(&self, item: &OutboxItem) {
+        let key = item.key.as_str();
+        let marker = DeliveryRecord::of(&item.record, self.clock.now_ns());
+        let batch = Batch::new().delete(key).put(
+            self.keys.delivered_key(&item.record.package),
+            marker.encode(),
+        );
         let mut delay = Duration::from_millis(50);
         for _ in 0..8 {
-            match tokio::time::timeout(self.store_timeout, self.store.delete(key)).await {
+            match tokio::time::timeout(self.store_timeout, self.store.apply(batch.clone())).await {
                 Ok(Ok(_)) => return,
                 Ok(Err(error)) => {
                     tracing::warn!(%key, %error, "could not delete a delivered outbox record")

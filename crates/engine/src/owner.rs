@@ -3,6 +3,7 @@
 //! callers after the commit, and keeps the cache fresh from store watches.
 
 mod commit;
+mod lost;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use state_store::{
 };
 use statemachine_core::definition::DefinitionKind;
 use statemachine_core::keys::{Bookkeeping, parse_state_key, state_key, state_prefix};
-use statemachine_core::record::{NodeRecord, OutboxRecord};
+use statemachine_core::record::NodeRecord;
 use statemachine_core::{
     Affected, AnyState, Change, Effect, ErrorCode, Input, NodeChange, NodeReport, ResourceKind,
     Snapshot, StateChangeRequest, Tag, is_pending,
@@ -247,24 +248,6 @@ impl Owner {
             self.metrics.node_seen(&node, now);
         }
         self.last_tick_ns = now;
-        let (kvs, _) = get_all(
-            self.store.as_ref(),
-            &self.keys.outbox_prefix(),
-            self.config.load_page_size,
-        )
-        .await?;
-        let mut pending = Vec::new();
-        for kv in kvs {
-            match OutboxRecord::decode(&kv.value) {
-                Ok(record) => pending.push(OutboxItem {
-                    key: kv.key,
-                    record,
-                }),
-                Err(error) => {
-                    tracing::warn!(key = %kv.key, %error, "skipping an unreadable outbox record")
-                }
-            }
-        }
         let mut watches = Watches::new();
         for (feed, prefix) in feeds(&self.keys) {
             watches.push(self.watch(feed, prefix, start + 1).await?);
@@ -276,6 +259,9 @@ impl Owner {
         }
         self.held.push_back(Queued::new(Pending::Tick));
         self.settle().await;
+        // After the re-evaluation: packages that entered a reconcile state
+        // while the StateManager was down have their records by now.
+        let pending = self.check_outbox().await?.pending;
         Ok((pending, watches))
     }
 
@@ -385,6 +371,9 @@ impl Owner {
                         self.held
                             .push_back(Queued::new(Pending::Reevaluate(affected)));
                     }
+                    if feed == Feed::States(ResourceKind::Package) {
+                        self.hand_lost_reconciles().await;
+                    }
                     if let Ok(stream) = self.watch(feed, prefix.clone(), revision + 1).await {
                         watches.push(stream);
                         tracing::info!(%prefix, "watch re-established after a re-list");
@@ -398,6 +387,22 @@ impl Owner {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        }
+    }
+
+    /// After the package states were re-listed: writes the reconciles a
+    /// crash of another writer lost and hands them to the outbox worker
+    /// (the pending ones it has already).
+    async fn hand_lost_reconciles(&mut self) {
+        match self.check_outbox().await {
+            Ok(check) => {
+                for item in check.written {
+                    if self.outbox.send(item).is_err() {
+                        tracing::warn!("outbox worker stopped; the record stays in the store");
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "could not check the outbox after a re-list"),
         }
     }
 

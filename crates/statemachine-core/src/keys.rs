@@ -103,6 +103,16 @@ impl Bookkeeping {
         format!("{}outbox/{id}", self.prefix)
     }
 
+    /// `{prefix}delivered/`.
+    pub fn delivered_prefix(&self) -> String {
+        format!("{}delivered/", self.prefix)
+    }
+
+    /// `{prefix}delivered/{package}`: the last reconcile delivered for it.
+    pub fn delivered_key(&self, package: &str) -> String {
+        format!("{}delivered/{package}", self.prefix)
+    }
+
     /// `{prefix}nodes/`.
     pub fn nodes_prefix(&self) -> String {
         format!("{}nodes/", self.prefix)

@@ -1,5 +1,5 @@
 //! Values the StateManager stores under its bookkeeping prefix: node records,
-//! history entries and outbox records, encoded as JSON.
+//! history entries, outbox records and delivery markers, encoded as JSON.
 
 use std::collections::BTreeMap;
 
@@ -133,6 +133,41 @@ impl OutboxRecord {
     }
 }
 
+/// The last reconcile delivered for a package (`/statemanager/delivered/{package}`),
+/// written in the same transaction that deletes its outbox record: after a
+/// crash it tells an entry into Error whose reconcile went out from one
+/// whose reconcile was lost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryRecord {
+    /// The delivered outbox record's id.
+    pub id: String,
+    /// When the package entered the state the reconcile was for (ns).
+    pub at_ns: i64,
+    /// When the ActionController took it (ns).
+    pub delivered_ns: i64,
+}
+
+impl DeliveryRecord {
+    /// The marker of a delivered outbox record.
+    pub fn of(record: &OutboxRecord, delivered_ns: i64) -> Self {
+        Self {
+            id: record.id(),
+            at_ns: record.at_ns,
+            delivered_ns,
+        }
+    }
+
+    /// Decodes a stored marker.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Encodes the marker for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,5 +209,16 @@ mod tests {
         };
         assert_eq!(OutboxRecord::decode(&outbox.encode()).unwrap(), outbox);
         assert_eq!(outbox.id(), "00000000000000000005-p");
+
+        let delivered = DeliveryRecord::of(&outbox, 9);
+        assert_eq!(
+            String::from_utf8(delivered.encode()).unwrap(),
+            r#"{"id":"00000000000000000005-p","at_ns":5,"delivered_ns":9}"#
+        );
+        assert_eq!(
+            DeliveryRecord::decode(&delivered.encode()).unwrap(),
+            delivered
+        );
+        assert!(DeliveryRecord::decode(b"[]").is_err());
     }
 }

@@ -149,48 +149,51 @@ impl Packing {
 
     /// Appends a group: in one transaction when `split` is `None`, else in
     /// transactions of at most `split` operations, whole inputs together
-    /// where they fit, a larger input split in plan order (bottom-up).
+    /// where they fit, a larger input split between its atoms in plan order
+    /// (bottom-up), never inside an atom's core: a state write travels with
+    /// its history entry and outbox record.
     fn append(
         &mut self,
         group: Vec<Planned>,
-        units: Vec<Vec<Unit>>,
+        atoms: Vec<Vec<Atom>>,
         histories: Vec<((ResourceKind, String), HistoryMeta)>,
         split: Option<usize>,
     ) {
         let offset = self.planned.len();
         self.planned.extend(group);
         self.histories.extend(histories);
-        let shifted = units.into_iter().map(|units| {
-            units.into_iter().map(move |mut unit| {
-                unit.target = match unit.target {
-                    Target::Change(p, c) => Target::Change(p + offset, c),
-                    Target::Node(p, n) => Target::Node(p + offset, n),
-                    Target::Other => Target::Other,
-                };
-                unit
-            })
-        });
+        let shift = |mut unit: Unit| {
+            unit.target = match unit.target {
+                Target::Change(p, c) => Target::Change(p + offset, c),
+                Target::Node(p, n) => Target::Node(p + offset, n),
+                Target::Other => Target::Other,
+            };
+            unit
+        };
         let Some(limit) = split else {
             if self.txns.is_empty() {
                 self.txns.push(Vec::new());
             }
             let txn = self.txns.last_mut().expect("one transaction");
-            for units in shifted {
-                txn.extend(units);
-            }
+            txn.extend(atoms.into_iter().flatten().flat_map(|a| a.units).map(shift));
             return;
         };
         let mut current: Vec<Unit> = Vec::new();
-        for units in shifted {
-            let units: Vec<Unit> = units.collect();
-            if current.len() + units.len() > limit && !current.is_empty() {
+        for input in atoms {
+            let ops: usize = input.iter().map(|a| a.units.len()).sum();
+            if !current.is_empty() && current.len() + ops > limit {
                 self.txns.push(std::mem::take(&mut current));
             }
-            for unit in units {
-                if current.len() == limit {
+            for atom in input {
+                if !current.is_empty() && current.len() + atom.core > limit {
                     self.txns.push(std::mem::take(&mut current));
                 }
-                current.push(unit);
+                for (k, unit) in atom.units.into_iter().enumerate() {
+                    if k >= atom.core && current.len() >= limit {
+                        self.txns.push(std::mem::take(&mut current));
+                    }
+                    current.push(shift(unit));
+                }
             }
         }
         if !current.is_empty() {
@@ -198,6 +201,26 @@ impl Packing {
         }
     }
 }
+
+/// The operations of one resource's change that commit together: the
+/// state key, its history entry and its outbox record (the core, never
+/// split), then the pruning of old history entries (may spill over into
+/// the next transaction of a split input). A node record is an atom alone.
+pub(super) struct Atom {
+    pub(super) units: Vec<Unit>,
+    pub(super) core: usize,
+}
+
+impl Atom {
+    fn whole(units: Vec<Unit>) -> Self {
+        let core = units.len();
+        Self { units, core }
+    }
+}
+
+/// The fewest operations a transaction is allowed: the core of the
+/// largest atom.
+const MIN_TXN_OPS: usize = 4;
 
 /// Union-find root with path halving.
 fn root(parent: &mut [usize], mut i: usize) -> usize {
@@ -361,17 +384,19 @@ impl Owner {
         };
 
         // Pack the groups into chains.
-        let limit = self.config.max_txn_ops.max(2);
+        // (The largest atom core, a state, its history entry and an outbox
+        // record, must fit in one transaction.)
+        let limit = self.config.max_txn_ops.max(MIN_TXN_OPS);
         let mut chains: Vec<Packing> = Vec::new();
         let mut shared = Packing::default();
         for group in groups {
             let mut histories = Vec::new();
-            let units: Vec<Vec<Unit>> = group
+            let units: Vec<Vec<Atom>> = group
                 .iter()
                 .enumerate()
-                .map(|(k, item)| self.input_units(item, k, &mut fresh, &mut histories, now))
+                .map(|(k, item)| self.input_atoms(item, k, &mut fresh, &mut histories, now))
                 .collect();
-            let ops: usize = units.iter().map(Vec::len).sum();
+            let ops: usize = units.iter().flatten().map(|a| a.units.len()).sum();
             if ops > limit {
                 let mut own = Packing::default();
                 own.append(group, units, histories, Some(limit));
@@ -714,32 +739,29 @@ impl Owner {
     }
 
     /// The store operations of one planned input (`pi`: its index in its
-    /// group): state keys bottom-up, node records, history entries (pruned
-    /// to `history_limit`), outbox records. Records the history positions
-    /// it moves in `fresh` and `histories`.
-    fn input_units(
+    /// group) as atoms, bottom-up: per resource change its state key, its
+    /// history entry and outbox record (then the pruning of its history to
+    /// `history_limit`); then the node records. Records the history
+    /// positions it moves in `fresh` and `histories`.
+    fn input_atoms(
         &self,
         item: &Planned,
         pi: usize,
         fresh: &mut HistoryMetas,
         histories: &mut Vec<((ResourceKind, String), HistoryMeta)>,
         now: i64,
-    ) -> Vec<Unit> {
+    ) -> Vec<Atom> {
         let p = &item.plan;
-        let mut units = Vec::new();
-        for (ci, change) in p.changes.iter().enumerate() {
-            units.push(state_unit(change, Target::Change(pi, ci)));
-        }
-        for (ni, node) in p.nodes.iter().enumerate() {
-            units.push(self.node_unit(node, Target::Node(pi, ni)));
-        }
+        let mut atoms = Vec::with_capacity(p.changes.len() + p.nodes.len());
         let derived = &self.config.core.derived_source;
         let source = item.input.source(derived);
-        for change in p
-            .changes
-            .iter()
-            .filter(|c| c.kind != ResourceKind::Container)
-        {
+        let limit = u64::try_from(self.config.history_limit.max(1)).unwrap_or(u64::MAX);
+        for (ci, change) in p.changes.iter().enumerate() {
+            let mut units = vec![state_unit(change, Target::Change(pi, ci))];
+            if change.kind == ResourceKind::Container {
+                atoms.push(Atom::whole(units));
+                continue;
+            }
             let key = (change.kind, change.name.clone());
             let meta = fresh
                 .get(&key)
@@ -767,11 +789,16 @@ impl Owner {
                 },
                 target: Target::Other,
             });
+            if change.kind == ResourceKind::Package {
+                for record in p.reconciles().filter(|r| r.package == change.name) {
+                    units.push(self.outbox_unit(record));
+                }
+            }
+            let core = units.len();
             let mut meta = HistoryMeta {
                 first: meta.first,
                 next: meta.next + 1,
             };
-            let limit = u64::try_from(self.config.history_limit.max(1)).unwrap_or(u64::MAX);
             while meta.next - meta.first > limit {
                 units.push(Unit {
                     guard: None,
@@ -784,18 +811,36 @@ impl Owner {
             }
             fresh.insert(key.clone(), meta);
             histories.push((key, meta));
+            atoms.push(Atom { units, core });
         }
-        for record in p.reconciles() {
-            units.push(Unit {
-                guard: None,
-                op: state_store::Op::Put {
-                    key: self.keys.outbox_key(&record.id()),
-                    value: record.encode(),
-                },
-                target: Target::Other,
-            });
+        for (ni, node) in p.nodes.iter().enumerate() {
+            atoms.push(Atom::whole(vec![
+                self.node_unit(node, Target::Node(pi, ni)),
+            ]));
         }
-        units
+        // A reconcile without its package's change (not planned today):
+        // still committed, in an atom of its own.
+        for record in p.reconciles().filter(|r| {
+            !p.changes
+                .iter()
+                .any(|c| c.kind == ResourceKind::Package && c.name == r.package)
+        }) {
+            atoms.push(Atom::whole(vec![self.outbox_unit(record)]));
+        }
+        atoms
+    }
+
+    /// The put of an outbox record.
+    fn outbox_unit(&self, record: &statemachine_core::record::OutboxRecord) -> Unit {
+        let key = self.keys.outbox_key(&record.id());
+        Unit {
+            guard: None,
+            op: state_store::Op::Put {
+                key,
+                value: record.encode(),
+            },
+            target: Target::Other,
+        }
     }
 
     /// The committed state of a resource: a value an uncommitted chain
@@ -820,7 +865,7 @@ impl Owner {
 }
 
 /// Runs store reads concurrently, all within `timeout`.
-async fn all_within<F: std::future::Future>(
+pub(super) async fn all_within<F: std::future::Future>(
     timeout: std::time::Duration,
     operation: &'static str,
     reads: impl IntoIterator<Item = F>,
