@@ -33,9 +33,12 @@ fn main() {
     }
     println!("cargo:rerun-if-env-changed=PROTOC");
 
+    // A request that cannot be decoded is the caller's fault: `InvalidArgument`
+    // (src/codec.rs), not tonic's `Internal`.
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        .codec_path("crate::codec::ServiceCodec")
         .file_descriptor_set_path(out_dir.join("statemanager_descriptor.bin"))
         .compile_protos(
             &[file("statemanager.proto")],

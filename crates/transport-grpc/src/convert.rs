@@ -215,6 +215,13 @@ pub fn error_code_for_status(code: Code) -> ErrorCode {
     }
 }
 
+/// The gRPC status for a request that is not a valid protobuf message: the
+/// caller sent it, so `InvalidArgument` with the decode error (tonic's
+/// default, `Internal`, would blame the server).
+pub fn undecodable_request(error: &prost::DecodeError) -> Status {
+    invalid(error.to_string())
+}
+
 /// The gRPC status for an engine that could not answer.
 pub fn engine_status(error: &EngineError) -> Status {
     status_for(error.code(), error.to_string())

@@ -10,7 +10,7 @@
 //! allocating a string, its entries borrowed from the request buffer.
 //! Everything else keeps protobuf's rules: unknown fields are skipped, a
 //! wrong wire type, a truncated field or a string that is not UTF-8 is a
-//! decode error (`InvalidArgument`).
+//! decode error, answered `InvalidArgument` ([`crate::codec`]).
 //!
 //! [`WithLeanReports`] routes that one method here and every other one to
 //! the generated server.
@@ -27,6 +27,7 @@ use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
+use crate::codec::ServiceCodec;
 use crate::convert;
 use crate::proto::monitoringserver as ms;
 use crate::server::StateManagerService;
@@ -275,8 +276,7 @@ where
         let method = ReportMethod(self.service.clone());
         let max = self.max_message_bytes;
         Box::pin(async move {
-            let codec =
-                tonic_prost::ProstCodec::<ms::SendContainerListResponse, LeanContainerList>::default();
+            let codec = ServiceCodec::<ms::SendContainerListResponse, LeanContainerList>::default();
             let mut grpc =
                 tonic::server::Grpc::new(codec).apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(method, request).await)

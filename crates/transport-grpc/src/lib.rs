@@ -6,6 +6,8 @@
 //! - [`action_controller`]: the ActionController client, implementing the
 //!   engine's [`engine::ActionPort`];
 //! - [`client`]: a typed [`StateManagerClient`] other components can link;
+//! - [`codec`]: the service's codec (a request that cannot be decoded is
+//!   `InvalidArgument`);
 //! - [`convert`]: every protobuf <-> engine/core conversion and every mapping
 //!   of errors to `ErrorCode` and gRPC `Status`, in one place;
 //! - [`proto`]: the code generated from `proto/*.proto` at build time.
@@ -14,6 +16,7 @@
 
 pub mod action_controller;
 pub mod client;
+pub mod codec;
 pub mod convert;
 pub mod lean;
 pub mod proto;

@@ -262,6 +262,110 @@ async fn malformed_requests_are_invalid_and_write_nothing() {
     sm.shutdown().await;
 }
 
+/// Raw bytes on the wire, to send requests no generated client would.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+struct RawBytes;
+
+impl tonic::codec::Encoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use prost::bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawBytes {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use prost::bytes::Buf;
+        Ok(Some(buf.copy_to_bytes(buf.remaining()).to_vec()))
+    }
+}
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawBytes;
+    type Decoder = RawBytes;
+
+    fn encoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+
+    fn decoder(&mut self) -> RawBytes {
+        RawBytes
+    }
+}
+
+/// Sends `bytes` as the request of `method` and returns the status the
+/// server answers (`Ok` when it answered a message).
+async fn send_raw(url: &str, method: &'static str, bytes: &[u8]) -> Result<(), tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connects");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    let request = tonic::Request::new(bytes.to_vec());
+    if method.ends_with("/SubscribeToStateChanges") {
+        let mut stream = grpc
+            .server_streaming(request, path, RawCodec)
+            .await?
+            .into_inner();
+        return stream.message().await.map(drop);
+    }
+    grpc.unary(request, path, RawCodec).await.map(drop)
+}
+
+#[tokio::test]
+async fn undecodable_requests_are_invalid_arguments_on_every_method() {
+    let ac = ActionControllerServer::start().await;
+    let sm = StateManager::start(&ac.url()).await;
+    let methods = [
+        "/statemanager.StateManagerConnection/SendStateChange",
+        "/statemanager.StateManagerConnection/SendChangedContainerList",
+        "/statemanager.StateManagerConnection/SendAction",
+        "/statemanager.StateManagerConnection/TriggerOffloading",
+        "/statemanager.StateManagerConnection/GetResourceState",
+        "/statemanager.StateManagerConnection/ListResourcesByState",
+        "/statemanager.StateManagerConnection/GetResourceStateHistory",
+        "/statemanager.StateManagerConnection/SubscribeToStateChanges",
+    ];
+    // A key cut off mid-varint; field 1 declared 5 bytes long with 2 left.
+    let garbage: [&[u8]; 2] = [&[0x80], &[0x0a, 0x05, b'a', b'b']];
+    let mut wrong = Vec::new();
+    for method in methods {
+        for bytes in garbage {
+            let status = send_raw(&sm.url, method, bytes)
+                .await
+                .expect_err("not a valid message");
+            // The message carries the decode error.
+            if status.code() != Code::InvalidArgument || !status.message().contains("decode") {
+                wrong.push(format!("{method} {bytes:?}: {status:?}"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(current(&sm, 1, "s1").await, "Idle", "still serving");
+    sm.shutdown().await;
+}
+
 #[tokio::test]
 async fn oversized_messages_are_rejected_and_the_server_keeps_serving() {
     let ac = ActionControllerServer::start().await;
