@@ -739,7 +739,8 @@ fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest, now: i64) 
             );
         }
     };
-    let claimed = if request.current_state.trim().is_empty() {
+    // Empty: not given. Anything else must be a state name (§6: blanks are not).
+    let claimed = if request.current_state.is_empty() {
         None
     } else {
         match AnyState::parse(kind, &request.current_state) {

@@ -3,7 +3,8 @@
 //!
 //! Canonical names are PascalCase and are what is written to the store.
 //! Parsing accepts any case, `-`/`_` separators, and the protobuf enum names
-//! (`MODEL_STATE_RUNNING`); anything else is an error naming the allowed values.
+//! (`MODEL_STATE_RUNNING`); anything else, whitespace included, is an error
+//! naming the allowed values.
 
 use std::fmt;
 use std::str::FromStr;
@@ -22,15 +23,17 @@ pub struct ParseStateError {
     pub allowed: String,
 }
 
-/// Lowercases ASCII and drops `-`, `_` and spaces, so `Running`, `RUNNING`,
-/// `run-ning` compare equal. Returns `None` for non-ASCII input.
+/// Lowercases ASCII and drops `-` and `_`, so `Running`, `RUNNING`,
+/// `run-ning` compare equal. Whitespace is kept, so it never matches (the
+/// contract allows case and `-`/`_` variants only). Returns `None` for
+/// non-ASCII input.
 fn fold(text: &str) -> Option<String> {
     if !text.is_ascii() {
         return None;
     }
     Some(
         text.bytes()
-            .filter(|b| !matches!(b, b'-' | b'_' | b' '))
+            .filter(|b| !matches!(b, b'-' | b'_'))
             .map(|b| b.to_ascii_lowercase() as char)
             .collect(),
     )
@@ -68,14 +71,15 @@ macro_rules! state_enum {
             }
 
             /// Parses a state name leniently: any case, `-`/`_`, or the
-            /// protobuf enum name (with its `KIND_STATE_` prefix).
+            /// protobuf enum name (with its `KIND_STATE_` prefix). Whitespace,
+            /// even around the name, is refused.
             pub fn parse(text: &str) -> Result<Self, ParseStateError> {
                 let error = || ParseStateError {
                     kind: $kind,
                     given: text.escape_debug().to_string(),
                     allowed: Self::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
                 };
-                let folded = fold(text.trim()).ok_or_else(error)?;
+                let folded = fold(text).ok_or_else(error)?;
                 let prefix = fold($prefix).unwrap_or_default();
                 let bare = folded.strip_prefix(prefix.as_str()).unwrap_or(&folded);
                 Self::ALL
@@ -258,8 +262,8 @@ mod tests {
             "Running",
             "running",
             "RUNNING",
-            " running ",
             "run-ning",
+            "run_ning",
             "MODEL_STATE_RUNNING",
             "model-state-running",
         ] {
@@ -273,6 +277,28 @@ mod tests {
             PackageState::parse("PACKAGE_STATE_ERROR"),
             Ok(PackageState::Error)
         );
+    }
+
+    #[test]
+    fn whitespace_is_refused_anywhere() {
+        // STATE-MACHINES §6: case, `-`/`_` and the enum names only.
+        for text in [
+            "Waiting ",
+            "waiting\n",
+            " Waiting",
+            "\tWaiting",
+            "Waiting\r\n",
+            "Wait ing",
+            "SCENARIO_STATE_WAITING ",
+            "SCENARIO STATE WAITING",
+            " ",
+        ] {
+            let err = ScenarioState::parse(text).unwrap_err();
+            assert_eq!(err.given, text.escape_debug().to_string());
+            assert!(err.to_string().contains("allowed: Idle, Waiting"), "{err}");
+        }
+        assert!(ModelState::parse(" Running").is_err());
+        assert!(AnyState::parse(ResourceKind::Package, "error ").is_err());
     }
 
     #[test]

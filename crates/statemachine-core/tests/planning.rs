@@ -240,6 +240,27 @@ fn malformed_requests_are_invalid_before_the_record_is_read() {
             request(RequestKind::Scenario, "s1", "Nope", "Waiting"),
             "invalid current_state",
         ),
+        // §6: whitespace is no spelling of a state.
+        (
+            request(RequestKind::Scenario, "s1", "Idle", "Waiting "),
+            "invalid target_state: unknown Scenario state 'Waiting '",
+        ),
+        (
+            request(RequestKind::Scenario, "s1", "Idle", "waiting\n"),
+            "invalid target_state",
+        ),
+        (
+            request(RequestKind::Scenario, "s1", " Idle", "Waiting"),
+            "invalid current_state",
+        ),
+        (
+            request(RequestKind::Scenario, "s1", " ", "Waiting"),
+            "invalid current_state",
+        ),
+        (
+            request(RequestKind::Package, "p1", "", " Running"),
+            "invalid target_state",
+        ),
         (
             request(RequestKind::Scenario, "a/b", "Idle", "Waiting"),
             "invalid resource_name",

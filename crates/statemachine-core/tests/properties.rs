@@ -9,9 +9,31 @@ use proptest::prelude::*;
 use statemachine_core::definition::parse_definition;
 use statemachine_core::{
     AnyState, ContainerState, CoreConfig, Input, ModelState, PackageState, ResourceKind,
-    ResourceName, container_state, model_state, package_state, plan,
+    ResourceName, ScenarioState, container_state, model_state, package_state, plan,
 };
 use support::*;
+
+/// Every state of `kind`.
+fn all_states(kind: ResourceKind) -> Vec<AnyState> {
+    match kind {
+        ResourceKind::Container => ContainerState::ALL
+            .iter()
+            .map(|s| AnyState::Container(*s))
+            .collect(),
+        ResourceKind::Model => ModelState::ALL
+            .iter()
+            .map(|s| AnyState::Model(*s))
+            .collect(),
+        ResourceKind::Package => PackageState::ALL
+            .iter()
+            .map(|s| AnyState::Package(*s))
+            .collect(),
+        ResourceKind::Scenario => ScenarioState::ALL
+            .iter()
+            .map(|s| AnyState::Scenario(*s))
+            .collect(),
+    }
+}
 
 fn container_states() -> impl Strategy<Value = ContainerState> {
     prop::sample::select(ContainerState::ALL.to_vec())
@@ -193,6 +215,32 @@ proptest! {
         for kind in ResourceKind::ALL {
             let _ = AnyState::parse(kind, &text);
         }
+    }
+
+    /// STATE-MACHINES §6: any case and any `-`/`_` inserted still name the
+    /// state; whitespace anywhere (before, inside, after) is refused.
+    #[test]
+    fn spellings_parse_and_whitespace_is_refused(
+        kind in prop::sample::select(ResourceKind::ALL.to_vec()),
+        index in any::<prop::sample::Index>(),
+        case in prop::collection::vec(any::<bool>(), 32),
+        at in any::<prop::sample::Index>(),
+        separator in prop::sample::select(vec!["-", "_", "__"]),
+        space in prop::sample::select(vec![" ", "\t", "\n", "\r", "\x0b", "\x0c"]),
+    ) {
+        let states = all_states(kind);
+        let state = states[index.index(states.len())];
+        let name: String = state
+            .as_str()
+            .chars()
+            .zip(&case)
+            .map(|(c, upper)| if *upper { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+            .collect();
+        let at = at.index(name.len() + 1);
+        let spelled = format!("{}{separator}{}", &name[..at], &name[at..]);
+        prop_assert_eq!(AnyState::parse(kind, &spelled), Ok(state));
+        let spaced = format!("{}{space}{}", &name[..at], &name[at..]);
+        prop_assert!(AnyState::parse(kind, &spaced).is_err(), "{:?} accepted", spaced);
     }
 
     #[test]

@@ -224,7 +224,8 @@ impl StateManagerConnection for StateManagerService {
         let request = request.into_inner();
         let kind = convert::query_kind(request.resource_type)?;
         let limit = convert::limit(request.limit, "limit")?;
-        let state = (!request.state.trim().is_empty()).then_some(request.state.as_str());
+        // Empty: every state. Anything else must be a state name (blanks are not).
+        let state = (!request.state.is_empty()).then_some(request.state.as_str());
         let labelled = !request.label_selector.is_empty();
         // The engine does not know labels: with a selector, filter here and
         // apply the limit afterwards.

@@ -218,6 +218,9 @@ async fn malformed_requests_are_invalid_and_write_nothing() {
         (4, "v1", "Waiting"),
         (1, "a/b", "Waiting"),
         (1, "s1", "Flying"),
+        (1, "s1", "Waiting "),
+        (1, "s1", "waiting\n"),
+        (1, "s1", " Waiting"),
     ] {
         let answer = raw
             .send_state_change(change(resource_type, name, "", target, "t"))
@@ -231,6 +234,22 @@ async fn malformed_requests_are_invalid_and_write_nothing() {
         );
     }
     assert_eq!(current(&sm, 1, "s1").await, "Idle");
+    for state in [" Idle", "Idle\n", " "] {
+        let status = raw
+            .list_resources_by_state(sm::ListResourcesByStateRequest {
+                resource_type: 1,
+                state: state.into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("whitespace is no state name");
+        assert_eq!(
+            status.code(),
+            Code::InvalidArgument,
+            "{state:?}: {status:?}"
+        );
+        assert!(status.message().contains("allowed"), "{status:?}");
+    }
 
     let status = raw
         .get_resource_state(sm::ResourceStateRequest {
