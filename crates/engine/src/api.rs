@@ -8,6 +8,7 @@ use std::time::Duration;
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{ErrorCode, NodeReport, ResourceKind, StateChangeRequest};
 use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::events::{Event, EventFilter, Subscription};
 use crate::ports::{ActionError, ActionPort, OffloadAnswer, OffloadRequest};
@@ -99,10 +100,18 @@ impl EngineError {
     }
 }
 
+/// Who waits for an input's answer, and until when: an input still queued
+/// at its deadline is never committed, and a commit is never allowed to
+/// run past the deadline of an input it carries.
+pub(crate) struct Caller<T> {
+    pub(crate) reply: oneshot::Sender<T>,
+    pub(crate) deadline: Instant,
+}
+
 /// Commands the owner task processes.
 pub(crate) enum Command {
-    Change(StateChangeRequest, oneshot::Sender<ChangeAnswer>),
-    Report(NodeReport, oneshot::Sender<ReportAnswer>),
+    Change(StateChangeRequest, Caller<ChangeAnswer>),
+    Report(NodeReport, Caller<ReportAnswer>),
     Get(ResourceKind, String, oneshot::Sender<Option<ResourceView>>),
     List(
         ResourceKind,
@@ -121,7 +130,13 @@ pub struct EngineHandle {
     pub(crate) history: Arc<HistoryReader>,
     pub(crate) action: Arc<dyn ActionPort>,
     pub(crate) answer_timeout: Duration,
+    /// The most an input (a change, a report) waits, queued or committing.
+    pub(crate) commit_timeout: Duration,
 }
+
+/// How long a caller waits past an input's deadline for the owner's own
+/// answer before answering itself.
+const ANSWER_SLACK: Duration = Duration::from_millis(50);
 
 impl EngineHandle {
     async fn ask<T>(
@@ -142,6 +157,35 @@ impl EngineHandle {
             .map_err(|_| EngineError::Timeout(deadline))?
     }
 
+    /// Sends an input and waits for its answer until its deadline: the
+    /// engine's `commit_timeout` from now, or `within` when sooner (a
+    /// caller's own deadline). Past it, `Err` with how long it waited.
+    async fn ask_input<T>(
+        &self,
+        within: Option<Duration>,
+        make: impl FnOnce(Caller<T>) -> Command,
+    ) -> Result<T, EngineError> {
+        let wait = within.map_or(self.commit_timeout, |w| w.min(self.commit_timeout));
+        let deadline = Instant::now() + wait;
+        let (reply, answer) = oneshot::channel();
+        let asked = async {
+            self.commands
+                .send(make(Caller { reply, deadline }))
+                .await
+                .map_err(|_| EngineError::Stopped)?;
+            answer.await.map_err(|_| EngineError::Stopped)
+        };
+        // The owner answers by the deadline; should it be stuck, the input
+        // is still never committed after it.
+        tokio::time::timeout_at(deadline + ANSWER_SLACK, asked)
+            .await
+            .map_err(|_| {
+                EngineError::Unavailable(format!(
+                    "not committed within {wait:?}; an input still queued then is never written"
+                ))
+            })?
+    }
+
     /// Whether the engine still processes inputs (for health checks).
     pub fn is_running(&self) -> bool {
         !self.commands.is_closed()
@@ -150,8 +194,22 @@ impl EngineHandle {
     /// Validates and applies a requested state change; answers after the
     /// commit (SUCCESS means durable) or with the rejection.
     pub async fn change_state(&self, request: StateChangeRequest) -> ChangeAnswer {
+        self.change_state_within(request, None).await
+    }
+
+    /// [`Self::change_state`] for a caller that waits at most `within` (a
+    /// gRPC deadline): the answer comes by then, RESOURCE_UNAVAILABLE when
+    /// the store did not commit in time.
+    pub async fn change_state_within(
+        &self,
+        request: StateChangeRequest,
+        within: Option<Duration>,
+    ) -> ChangeAnswer {
         let transition_id = request.transition_id.clone();
-        match self.ask(|tx| Command::Change(request, tx)).await {
+        match self
+            .ask_input(within, |caller| Command::Change(request, caller))
+            .await
+        {
             Ok(answer) => answer,
             Err(error) => ChangeAnswer {
                 code: error.code(),
@@ -165,7 +223,19 @@ impl EngineHandle {
 
     /// Applies a node's full container report; answers after the commit.
     pub async fn report_containers(&self, report: NodeReport) -> ReportAnswer {
-        match self.ask(|tx| Command::Report(report, tx)).await {
+        self.report_containers_within(report, None).await
+    }
+
+    /// [`Self::report_containers`] for a caller that waits at most `within`.
+    pub async fn report_containers_within(
+        &self,
+        report: NodeReport,
+        within: Option<Duration>,
+    ) -> ReportAnswer {
+        match self
+            .ask_input(within, |caller| Command::Report(report, caller))
+            .await
+        {
             Ok(answer) => answer,
             Err(error) => ReportAnswer {
                 code: error.code(),

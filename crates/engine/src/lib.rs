@@ -89,6 +89,7 @@ impl Engine {
             }),
             action: action.clone(),
             answer_timeout,
+            commit_timeout: config.commit_timeout,
         };
         let io = owner::OwnerIo {
             commands: commands_rx,

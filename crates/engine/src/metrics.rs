@@ -66,6 +66,8 @@ pub struct Metrics {
     pub rejected: AtomicU64,
     /// Inputs answered "unavailable" (store down, commit failed).
     pub unavailable: AtomicU64,
+    /// Inputs whose caller's deadline passed while they were queued (never committed).
+    pub expired: AtomicU64,
     /// Store transactions committed.
     pub commits: AtomicU64,
     /// Guard failures (another writer changed a key) that caused a re-plan.
@@ -108,6 +110,7 @@ impl Default for Metrics {
             transitions: std::array::from_fn(|_| AtomicU64::new(0)),
             rejected: AtomicU64::new(0),
             unavailable: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
             commits: AtomicU64::new(0),
             guard_conflicts: AtomicU64::new(0),
             batch_size: Histogram::new(BATCH_SIZE_BUCKETS),

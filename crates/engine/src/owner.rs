@@ -20,11 +20,12 @@ use statemachine_core::{
     Affected, AnyState, Change, Effect, ErrorCode, Input, NodeChange, NodeReport, ResourceKind,
     Snapshot, StateChangeRequest, Tag, is_pending,
 };
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::time::Instant;
 
 use commit::{Chain, InFlight, Planned, Queued};
 
-use crate::api::{ChangeAnswer, Command, ReportAnswer, ResourceView};
+use crate::api::{Caller, ChangeAnswer, Command, ReportAnswer, ResourceView};
 use crate::config::EngineConfig;
 use crate::events::{Event, EventKind, Severity};
 use crate::metrics::{Metrics, inc};
@@ -51,8 +52,8 @@ pub(crate) struct OwnerIo {
 
 /// One input of a batch, with whoever waits for its answer.
 enum Pending {
-    Change(StateChangeRequest, oneshot::Sender<ChangeAnswer>),
-    Report(NodeReport, oneshot::Sender<ReportAnswer>),
+    Change(StateChangeRequest, Caller<ChangeAnswer>),
+    Report(NodeReport, Caller<ReportAnswer>),
     Reevaluate(Affected),
     Tick,
 }
@@ -72,6 +73,15 @@ impl Pending {
         match self {
             Pending::Report(report, _) => report.containers.len(),
             _ => 0,
+        }
+    }
+
+    /// Until when its caller waits (`None`: nobody waits).
+    fn deadline(&self) -> Option<Instant> {
+        match self {
+            Pending::Change(_, caller) => Some(caller.deadline),
+            Pending::Report(_, caller) => Some(caller.deadline),
+            Pending::Reevaluate(_) | Pending::Tick => None,
         }
     }
 
@@ -96,8 +106,8 @@ impl Pending {
         at_ns: i64,
     ) {
         match self {
-            Pending::Change(_, reply) => {
-                let _ = reply.send(ChangeAnswer {
+            Pending::Change(_, caller) => {
+                let _ = caller.reply.send(ChangeAnswer {
                     code,
                     message,
                     details,
@@ -105,13 +115,13 @@ impl Pending {
                     timestamp_ns: at_ns,
                 });
             }
-            Pending::Report(_, reply) => {
+            Pending::Report(_, caller) => {
                 let message = if details.is_empty() {
                     message
                 } else {
                     format!("{message}: {details}")
                 };
-                let _ = reply.send(ReportAnswer { code, message });
+                let _ = caller.reply.send(ReportAnswer { code, message });
             }
             Pending::Reevaluate(_) | Pending::Tick => {}
         }
@@ -527,14 +537,14 @@ impl Owner {
     /// input; returns whether it queued one.
     fn accept(&mut self, command: Command) -> bool {
         match command {
-            Command::Change(request, reply) => {
+            Command::Change(request, caller) => {
                 self.held
-                    .push_back(Queued::new(Pending::Change(request, reply)));
+                    .push_back(Queued::new(Pending::Change(request, caller)));
                 return true;
             }
-            Command::Report(report, reply) => {
+            Command::Report(report, caller) => {
                 self.held
-                    .push_back(Queued::new(Pending::Report(report, reply)));
+                    .push_back(Queued::new(Pending::Report(report, caller)));
                 return true;
             }
             Command::Get(kind, name, reply) => {

@@ -24,7 +24,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant as Clock};
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -77,7 +77,7 @@ pub(super) struct Chain {
     targets: Vec<Vec<Target>>,
     histories: Vec<((ResourceKind, String), HistoryMeta)>,
     now: i64,
-    started: Instant,
+    started: Clock,
 }
 
 impl Chain {
@@ -100,9 +100,18 @@ impl Chain {
     }
 }
 
-/// The revisions of a chain's transactions, or the error that stopped it
-/// and how many transactions went through before.
-type ChainResult = Result<Vec<Revision>, (StoreError, usize)>;
+/// Why a chain's commit stopped.
+pub(super) struct ChainFailure {
+    error: StoreError,
+    /// Transactions that went through before.
+    applied: usize,
+    /// A transaction was sent and not confirmed before the deadline: the
+    /// store may still apply it.
+    in_doubt: bool,
+}
+
+/// The revisions of a chain's transactions, or why it stopped.
+type ChainResult = Result<Vec<Revision>, ChainFailure>;
 
 /// A chain's id and how its commit went.
 pub(super) type ChainDone = (u64, ChainResult);
@@ -369,7 +378,8 @@ impl Owner {
             groups[g].push(item);
         }
 
-        let mut fresh = match self.history_metas(groups.iter().flatten()).await {
+        let deadline = self.chain_deadline(groups.iter().flatten().map(|p| &p.input));
+        let mut fresh = match self.history_metas(groups.iter().flatten(), deadline).await {
             Ok(metas) => metas,
             Err(error) => {
                 for group in &groups {
@@ -424,15 +434,24 @@ impl Owner {
     fn take_batch(&mut self) -> Vec<Queued> {
         let mut taken: Vec<Queued> = Vec::new();
         let mut containers = 0usize;
-        while let Some(next) = self.held.front() {
+        let now = tokio::time::Instant::now();
+        loop {
             if !taken.is_empty()
                 && (taken.len() >= self.config.max_batch_inputs
                     || containers >= self.config.max_batch_containers)
             {
                 break;
             }
-            containers += next.input.containers();
-            taken.extend(self.held.pop_front());
+            let Some(queued) = self.held.pop_front() else {
+                break;
+            };
+            // Its caller has its answer by now: it is never committed.
+            if queued.input.deadline().is_some_and(|d| d <= now) {
+                self.expire(queued.input);
+                continue;
+            }
+            containers += queued.input.containers();
+            taken.push(queued);
         }
         let mut latest: HashMap<&str, usize> = HashMap::new();
         for (i, queued) in taken.iter().enumerate() {
@@ -493,10 +512,11 @@ impl Owner {
                 targets,
                 histories,
                 now,
-                started: Instant::now(),
+                started: Clock::now(),
             },
         );
-        let commit = commit_chain(self.store.clone(), batches, self.config.commit_timeout);
+        let deadline = self.chain_deadline(self.chains[&id].planned.iter().map(|p| &p.input));
+        let commit = commit_chain(self.store.clone(), batches, deadline);
         self.inflight
             .push(Box::pin(async move { (id, commit.await) }));
     }
@@ -542,7 +562,11 @@ impl Owner {
                 let revision = revisions.last().copied().unwrap_or(0);
                 self.finish(chain.planned, chain.now, revision);
             }
-            Err((error, applied)) => {
+            Err(ChainFailure {
+                error,
+                applied,
+                in_doubt,
+            }) => {
                 for _ in 0..applied {
                     inc(&self.metrics.commits);
                 }
@@ -556,7 +580,13 @@ impl Owner {
                         "a split input failed after part of it was committed; the watch brings the cache in line"
                     );
                 }
-                self.retry_or_fail(chain.planned, error).await;
+                let guard_failed = matches!(error, StoreError::GuardFailed { .. });
+                if in_doubt || (applied > 0 && !guard_failed) {
+                    let inputs = chain.planned.into_iter().map(|p| p.input).collect();
+                    self.fail_in_doubt(inputs, &error);
+                } else {
+                    self.retry_or_fail(chain.planned, error).await;
+                }
             }
         }
     }
@@ -594,7 +624,11 @@ impl Owner {
         if read.is_ok()
             && let Some((kind, name, _)) = self.keys.parse_history_key(key)
         {
-            match self.read_history_metas(vec![(kind, name.to_owned())]).await {
+            let deadline = self.chain_deadline(inputs.iter().map(|q| &q.input));
+            match self
+                .read_history_metas(vec![(kind, name.to_owned())], deadline)
+                .await
+            {
                 Ok(metas) => self.history.extend(metas),
                 Err(error) => read = Err(error),
             }
@@ -632,7 +666,9 @@ impl Owner {
         keys.sort_by(|a, b| a.1.cmp(&b.1));
         keys.dedup_by(|a, b| a.1 == b.1);
         let reads = keys.iter().map(|(_, key)| self.store.get(key));
-        let results = all_within(self.config.commit_timeout, "refresh", reads).await?;
+        let deadline = self.chain_deadline(inputs.iter().map(|q| &q.input));
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let results = all_within(within, "refresh", reads).await?;
         for ((feed, key), result) in keys.into_iter().zip(results) {
             match result? {
                 Some(kv) => {
@@ -647,9 +683,43 @@ impl Owner {
         Ok(())
     }
 
-    /// Answers inputs RESOURCE_UNAVAILABLE: their plans were undone.
+    /// Answers inputs RESOURCE_UNAVAILABLE: their plans were undone and
+    /// nothing of them was sent to the store, or the store refused it.
     pub(super) fn fail_all(&mut self, inputs: Vec<Pending>, error: &StoreError) {
         tracing::warn!(%error, inputs = inputs.len(), "commit failed; answering unavailable");
+        self.answer_unavailable(
+            inputs,
+            "the state store is unavailable; nothing was written",
+            &error.to_string(),
+        );
+    }
+
+    /// Answers inputs whose transaction was sent but not confirmed in time,
+    /// or only partly committed: RESOURCE_UNAVAILABLE without the promise
+    /// that nothing was written; the watch brings the cache in line with
+    /// whatever the store did.
+    fn fail_in_doubt(&mut self, inputs: Vec<Pending>, error: &StoreError) {
+        tracing::warn!(%error, inputs = inputs.len(), "commit not confirmed in time; answering unavailable");
+        self.answer_unavailable(
+            inputs,
+            "the state store did not confirm the whole commit in time; part or all of it may be written",
+            &error.to_string(),
+        );
+    }
+
+    /// Answers an input whose deadline passed before it was committed: it
+    /// never will be.
+    fn expire(&mut self, input: Pending) {
+        inc(&self.metrics.expired);
+        tracing::debug!("an input's deadline passed while it was queued; dropped");
+        self.answer_unavailable(
+            vec![input],
+            "not committed before the caller's deadline; nothing was written",
+            "the state store is slow or unavailable",
+        );
+    }
+
+    fn answer_unavailable(&mut self, inputs: Vec<Pending>, message: &str, details: &str) {
         let now = self.clock.now_ns();
         for input in inputs {
             if matches!(input, Pending::Change(..) | Pending::Report(..)) {
@@ -661,8 +731,8 @@ impl Owner {
             };
             input.answer(
                 ErrorCode::ResourceUnavailable,
-                "the state store is unavailable; nothing was written".to_owned(),
-                error.to_string(),
+                message.to_owned(),
+                details.to_owned(),
                 &transition_id,
                 now,
             );
@@ -684,6 +754,7 @@ impl Owner {
     async fn history_metas<'p>(
         &self,
         planned: impl Iterator<Item = &'p Planned>,
+        deadline: tokio::time::Instant,
     ) -> Result<HistoryMetas, StoreError> {
         let mut wanted: Vec<(ResourceKind, String)> = Vec::new();
         let mut seen: HashSet<(ResourceKind, &str)> = HashSet::new();
@@ -701,13 +772,14 @@ impl Owner {
                 }
             }
         }
-        self.read_history_metas(wanted).await
+        self.read_history_metas(wanted, deadline).await
     }
 
     /// Reads where the histories of `wanted` stand.
     async fn read_history_metas(
         &self,
         wanted: Vec<(ResourceKind, String)>,
+        deadline: tokio::time::Instant,
     ) -> Result<HistoryMetas, StoreError> {
         let mut metas = HashMap::new();
         if wanted.is_empty() {
@@ -718,7 +790,8 @@ impl Owner {
             let store = self.store.clone();
             async move { get_all(store.as_ref(), &prefix, 1000).await }
         });
-        let results = all_within(self.config.commit_timeout, "history read", reads).await?;
+        let within = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let results = all_within(within, "history read", reads).await?;
         for (key, result) in wanted.into_iter().zip(results) {
             let (kvs, _) = result?;
             let seqs = kvs
@@ -843,6 +916,18 @@ impl Owner {
         }
     }
 
+    /// The latest a commit of `inputs` may finish: `commit_timeout` from
+    /// now, or the earliest deadline of their callers when sooner.
+    fn chain_deadline<'p>(
+        &self,
+        inputs: impl Iterator<Item = &'p Pending>,
+    ) -> tokio::time::Instant {
+        let limit = tokio::time::Instant::now() + self.config.commit_timeout;
+        inputs
+            .filter_map(Pending::deadline)
+            .fold(limit, std::cmp::Ord::min)
+    }
+
     /// The committed state of a resource: a value an uncommitted chain
     /// wrote is answered as it was before that chain (no dirty reads).
     pub(super) fn committed_state(
@@ -878,25 +963,44 @@ pub(super) async fn all_within<F: std::future::Future>(
         })
 }
 
-/// Commits a chain's transactions one after another, each within `timeout`.
+/// Commits a chain's transactions one after another, all before
+/// `deadline`; none is sent after it.
 async fn commit_chain(
     store: Arc<dyn StateStore>,
     batches: Vec<Batch>,
-    timeout: std::time::Duration,
+    deadline: tokio::time::Instant,
 ) -> ChainResult {
     let mut revisions = Vec::with_capacity(batches.len());
     for batch in batches {
-        match tokio::time::timeout(timeout, store.apply(batch)).await {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(ChainFailure {
+                error: StoreError::Timeout {
+                    operation: "commit",
+                    after: Duration::ZERO,
+                },
+                applied: revisions.len(),
+                in_doubt: false,
+            });
+        }
+        match tokio::time::timeout_at(deadline, store.apply(batch)).await {
             Ok(Ok(applied)) => revisions.push(applied.revision),
-            Ok(Err(error)) => return Err((error, revisions.len())),
+            Ok(Err(error)) => {
+                return Err(ChainFailure {
+                    error,
+                    applied: revisions.len(),
+                    in_doubt: false,
+                });
+            }
             Err(_) => {
-                return Err((
-                    StoreError::Timeout {
+                return Err(ChainFailure {
+                    error: StoreError::Timeout {
                         operation: "commit",
-                        after: timeout,
+                        after: deadline - now,
                     },
-                    revisions.len(),
-                ));
+                    applied: revisions.len(),
+                    in_doubt: true,
+                });
             }
         }
     }
