@@ -166,6 +166,11 @@ pub fn render(sources: &Sources) -> String {
             load(&m.unavailable),
         ),
         (
+            "expired_total",
+            "Inputs whose deadline passed while queued (answered unavailable, never committed).",
+            load(&m.expired),
+        ),
+        (
             "commits_total",
             "Store transactions committed.",
             load(&m.commits),

@@ -136,7 +136,7 @@ pub struct EngineHandle {
 
 /// How long a caller waits past an input's deadline for the owner's own
 /// answer before answering itself.
-const ANSWER_SLACK: Duration = Duration::from_millis(50);
+const ANSWER_SLACK: Duration = Duration::from_millis(10);
 
 impl EngineHandle {
     async fn ask<T>(

@@ -292,7 +292,12 @@ impl tonic::server::UnaryService<LeanContainerList> for ReportMethod {
 
     fn call(&mut self, request: Request<LeanContainerList>) -> Self::Future {
         let service = self.0.clone();
-        Box::pin(async move { service.report(request.into_inner().into_report()).await })
+        let within = crate::server::caller_deadline(request.metadata());
+        Box::pin(async move {
+            service
+                .report(request.into_inner().into_report(), within)
+                .await
+        })
     }
 }
 

@@ -80,11 +80,42 @@ impl StateManagerService {
     pub(crate) async fn report(
         &self,
         report: NodeReport,
+        within: Option<Duration>,
     ) -> Result<Response<ms::SendContainerListResponse>, Status> {
         let node = report.node.clone();
-        let answer = self.engine.report_containers(report).await;
+        let answer = self.engine.report_containers_within(report, within).await;
         convert::container_list_response(&node, answer).map(Response::new)
     }
+}
+
+/// How long the engine may take for a request whose caller set a gRPC
+/// deadline (`grpc-timeout`): the deadline less a margin for the answer's
+/// way back (a tenth of it, 50 ms at most). `None` without a deadline (or
+/// with one that does not parse: the engine's own bound applies).
+pub(crate) fn caller_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    let margin = (timeout / 10).min(Duration::from_millis(50));
+    Some(timeout - margin)
+}
+
+/// Parses a `grpc-timeout` header value: at most 8 digits and a unit
+/// (`H`, `M`, `S`, `m`, `u`, `n`), as the gRPC HTTP/2 protocol defines it.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit = value.chars().last()?;
+    let digits = &value[..value.len() - unit.len_utf8()];
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        'H' => Duration::from_secs(amount.saturating_mul(3600)),
+        'M' => Duration::from_secs(amount.saturating_mul(60)),
+        'S' => Duration::from_secs(amount),
+        'm' => Duration::from_millis(amount),
+        'u' => Duration::from_micros(amount),
+        'n' => Duration::from_nanos(amount),
+        _ => return None,
+    })
 }
 
 fn now_ns() -> i64 {
@@ -147,13 +178,14 @@ impl StateManagerConnection for StateManagerService {
         &self,
         request: Request<sm::StateChange>,
     ) -> Result<Response<sm::StateChangeResponse>, Status> {
+        let within = caller_deadline(request.metadata());
         let request = convert::state_change_request(request.into_inner());
         debug!(
             name = %request.name.escape_debug(),
             target = %request.target_state.escape_debug(),
             "state change requested"
         );
-        let answer = self.engine.change_state(request).await;
+        let answer = self.engine.change_state_within(request, within).await;
         Ok(Response::new(convert::state_change_response(
             answer,
             now_ns(),
@@ -166,7 +198,8 @@ impl StateManagerConnection for StateManagerService {
     ) -> Result<Response<ms::SendContainerListResponse>, Status> {
         // Served by `crate::lean` in `serve`; this path remains for callers
         // of the generated server.
-        self.report(convert::node_report(request.into_inner()))
+        let within = caller_deadline(request.metadata());
+        self.report(convert::node_report(request.into_inner()), within)
             .await
     }
 
@@ -430,4 +463,44 @@ where
         .await?;
     info!(%address, "gRPC server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_as_the_protocol_defines_them() {
+        let cases = [
+            ("10S", Some(Duration::from_secs(10))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("2M", Some(Duration::from_secs(120))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("5n", Some(Duration::from_nanos(5))),
+            ("123456789S", None),
+            ("S", None),
+            ("10", None),
+            ("10s", None),
+            ("-1S", None),
+            ("1.5S", None),
+            ("", None),
+            ("10é", None),
+        ];
+        for (value, expected) in cases {
+            assert_eq!(parse_grpc_timeout(value), expected, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn the_engine_gets_the_callers_deadline_less_a_margin() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        assert_eq!(caller_deadline(&metadata), None);
+        metadata.insert("grpc-timeout", "10S".parse().unwrap());
+        assert_eq!(caller_deadline(&metadata), Some(Duration::from_millis(9950)));
+        metadata.insert("grpc-timeout", "100m".parse().unwrap());
+        assert_eq!(caller_deadline(&metadata), Some(Duration::from_millis(90)));
+        metadata.insert("grpc-timeout", "soon".parse().unwrap());
+        assert_eq!(caller_deadline(&metadata), None);
+    }
 }
