@@ -154,7 +154,7 @@ pub fn render(sources: &Sources) -> String {
             load(&m.transitions[kind as usize])
         );
     }
-    let counters: [(&str, &str, u64); 14] = [
+    let counters: [(&str, &str, u64); 17] = [
         (
             "rejected_total",
             "Requests and reports rejected (invalid request, invalid transition, ...).",
@@ -219,6 +219,11 @@ pub fn render(sources: &Sources) -> String {
             "unmapped_containers_total",
             "Reported containers that map to no model.",
             load(&m.unmapped_containers),
+        ),
+        (
+            "invalid_model_names_total",
+            "Model names in container annotations or config that are not valid resource names (skipped).",
+            load(&m.invalid_model_names),
         ),
         (
             "reports_coalesced_total",
@@ -442,6 +447,35 @@ mod tests {
             .parse()
             .expect("a number");
         assert!(seen > 1.6e9, "Unix seconds: {seen}");
+    }
+
+    #[tokio::test]
+    async fn invalid_model_names_are_counted() {
+        let engine = test_engine().await;
+        let mut container = statemachine_core::ReportedContainer {
+            names: vec!["/model-nav".into()],
+            ..Default::default()
+        };
+        container
+            .annotations
+            .insert("model".into(), "bad/name".into());
+        let report = statemachine_core::NodeReport {
+            node: "hpc-1".into(),
+            containers: vec![container],
+        };
+        engine.handle().report_containers(report).await;
+        let text = render(&test_sources(&engine));
+        assert!(
+            text.contains("# HELP statemanager_invalid_model_names_total "),
+            "{text}"
+        );
+        let samples = samples(&text);
+        assert_eq!(
+            samples
+                .get("statemanager_invalid_model_names_total")
+                .map(String::as_str),
+            Some("1")
+        );
     }
 
     #[tokio::test]

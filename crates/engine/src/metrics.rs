@@ -95,6 +95,9 @@ pub struct Metrics {
     pub undocumented_edges: AtomicU64,
     /// Reported containers that map to no model.
     pub unmapped_containers: AtomicU64,
+    /// Model names in a container's annotations or config that are not valid
+    /// resource names: skipped by the mapping, counted so they do not go unseen.
+    pub invalid_model_names: AtomicU64,
     /// Node reports superseded by a newer one of the same node before planning.
     pub reports_coalesced: AtomicU64,
     /// Definitions that failed to parse.
@@ -124,6 +127,7 @@ impl Default for Metrics {
             no_scenario: AtomicU64::new(0),
             undocumented_edges: AtomicU64::new(0),
             unmapped_containers: AtomicU64::new(0),
+            invalid_model_names: AtomicU64::new(0),
             reports_coalesced: AtomicU64::new(0),
             bad_definitions: AtomicU64::new(0),
             node_last_seen: Mutex::new(BTreeMap::new()),

@@ -585,6 +585,138 @@ mod bodies {
         eventually(store.as_ref(), "/package/p1/state", Some("Degraded")).await;
         engine.shutdown().await;
     }
+
+    /// ETCD-CONTRACT step 2: an annotation or config key holding an invalid
+    /// model name is skipped as before (the container maps by the next
+    /// source, or to no model) and counted in `invalid_model_names`.
+    pub async fn invalid_model_names_are_counted(store: Arc<dyn StateStore>) {
+        define_infotainment(store.as_ref()).await;
+        let (engine, _) = start(store.clone(), config()).await;
+        let h = engine.handle();
+        let metrics = engine.metrics();
+        let mut by_prefix = container("model-m1", &[("Status", "running")]);
+        by_prefix
+            .annotations
+            .insert("model".into(), "bad/name".into());
+        let mut stray = container("stray", &[("Status", "running")]);
+        stray.config.insert("model".into(), "..".into());
+        let mut fine = container("anything", &[("Status", "running")]);
+        fine.annotations
+            .insert("pullpiri.model".into(), "m2".into());
+        for _ in 0..2 {
+            let answer = h
+                .report_containers(report(
+                    "n1",
+                    vec![by_prefix.clone(), stray.clone(), fine.clone()],
+                ))
+                .await;
+            assert_success(answer.code, &answer.message);
+        }
+        assert_eq!(
+            metrics.invalid_model_names.load(Ordering::SeqCst),
+            4,
+            "two names, twice"
+        );
+        assert_eq!(metrics.unmapped_containers.load(Ordering::SeqCst), 2);
+        for (key, expected) in [
+            ("/container/model-m1/state", Some("Running")),
+            ("/container/anything/state", Some("Running")),
+            ("/container/stray/state", None),
+            ("/model/m1/state", Some("Running")),
+            ("/model/m2/state", Some("Running")),
+            ("/package/p1/state", Some("Running")),
+        ] {
+            assert_eq!(
+                value(store.as_ref(), key).await.as_deref(),
+                expected,
+                "{key}"
+            );
+        }
+        engine.shutdown().await;
+    }
+}
+
+mod invalid_model_names {
+    //! The warning about invalid model names, read from the log (memory store).
+
+    use super::*;
+
+    /// Log lines written while the guard lives (this thread: the tests run
+    /// on a current-thread runtime, the owner task included).
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn warnings(&self, text: &str) -> usize {
+            let log = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
+            log.lines()
+                .filter(|l| l.contains("WARN") && l.contains(text))
+                .count()
+        }
+    }
+
+    /// The counter counts every report; the warning comes once per
+    /// container while its name stays invalid, and again after it was fixed
+    /// and broke anew.
+    #[tokio::test]
+    async fn are_warned_about_once_per_container() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let store = memory();
+        define_infotainment(store.as_ref()).await;
+        let (engine, _) = start(store.clone(), config()).await;
+        let h = engine.handle();
+        let metrics = engine.metrics();
+        let with = |value: &str| {
+            let mut c = container("model-m1", &[("Status", "running")]);
+            c.annotations.insert("model".into(), value.into());
+            report("n1", vec![c])
+        };
+        let warned = "not a valid resource name";
+        for (value, counted, warnings) in [
+            ("bad/name", 1, 1),
+            ("bad/name", 2, 1),
+            ("bad/name", 3, 1),
+            ("m1", 3, 1),
+            ("bad/name", 4, 2),
+        ] {
+            let answer = h.report_containers(with(value)).await;
+            assert_success(answer.code, &answer.message);
+            assert_eq!(
+                metrics.invalid_model_names.load(Ordering::SeqCst),
+                counted,
+                "{value}"
+            );
+            assert_eq!(captured.warnings(warned), warnings, "{value}");
+        }
+        // Another node's container is another warning.
+        let mut c = container("model-m2", &[("Status", "running")]);
+        c.annotations.insert("model".into(), "x y".into());
+        let answer = h.report_containers(report("n2", vec![c])).await;
+        assert_success(answer.code, &answer.message);
+        assert_eq!(captured.warnings(warned), 3);
+        assert_eq!(
+            value(store.as_ref(), "/model/m1/state").await.as_deref(),
+            Some("Running")
+        );
+        engine.shutdown().await;
+    }
 }
 
 macro_rules! on_both_stores {
@@ -625,4 +757,5 @@ on_both_stores!(
     vanished_containers,
     large_inputs_are_split_into_several_transactions,
     history_outliving_its_state_key_is_continued,
+    invalid_model_names_are_counted,
 );

@@ -221,6 +221,7 @@ fn print_containers(snapshot: &Snapshot, report: &NodeReport) {
             |k| c.annotations.get(k).map(String::as_str),
             |k| c.config.get(k).map(String::as_str),
             mapping,
+            |_, _, _| {},
         );
         // The entries that decide the state; flags only when set.
         let facts: Vec<String> = ["Status", "ExitCode", "OOMKilled", "Dead", "Running"]
@@ -333,6 +334,20 @@ fn print_plan(p: &Plan) -> Result<(), String> {
                 let _ = write!(
                     line,
                     "container '{container}' on node '{node}' maps to no model; ignored"
+                );
+            }
+            Effect::InvalidModelName {
+                node,
+                container,
+                source,
+                key,
+                value,
+            } => {
+                let _ = write!(
+                    line,
+                    "container '{container}' on node '{node}': {source} '{key}' holds \
+                     an invalid model name '{}'; skipped",
+                    value.escape_debug()
                 );
             }
         }

@@ -46,4 +46,4 @@ pub use snapshot::{
 pub use state::{
     AnyState, ContainerState, ModelState, PackageState, ParseStateError, ScenarioState,
 };
-pub use topology::{Affected, Topology};
+pub use topology::{Affected, ModelSource, Topology};

@@ -16,7 +16,7 @@ use crate::name::{ResourceKind, validate};
 use crate::record::{NodeContainer, NodeRecord, OutboxRecord};
 use crate::snapshot::{Revision, Snapshot, Tag, Versioned, duration_ns, pending_tag};
 use crate::state::{AnyState, ContainerState, ModelState, PackageState, ScenarioState};
-use crate::topology::Affected;
+use crate::topology::{Affected, ModelSource};
 use crate::transition::{
     MODEL_EDGES, PACKAGE_EDGES, is_documented_model_edge, is_documented_package_edge,
 };
@@ -236,6 +236,22 @@ pub enum Effect {
         node: String,
         /// The container.
         container: String,
+    },
+    /// An annotation or config key the model mapping consulted holds an
+    /// invalid resource name: it was skipped for the next source
+    /// ([`crate::Topology::model_for_container`]), so the operator's intent
+    /// may be lost. Reported with every report that holds it.
+    InvalidModelName {
+        /// The reporting node.
+        node: String,
+        /// The container.
+        container: String,
+        /// Whether `key` is an annotation or a config key.
+        source: ModelSource,
+        /// The annotation or config key.
+        key: String,
+        /// The invalid value, as reported.
+        value: String,
     },
 }
 
@@ -887,6 +903,8 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
         );
     }
     let mapping = &s.config.model_mapping;
+    // Effects of invalid model names (no allocation while there are none).
+    let mut invalid_names: Vec<Effect> = Vec::new();
     let mut present: FastSet<&str> = FastSet::default();
     present.reserve(report.containers.len());
     let mut entries = Vec::with_capacity(report.containers.len());
@@ -933,11 +951,21 @@ fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
                     .map(String::as_str)
             },
             mapping,
+            |source, key, value| {
+                invalid_names.push(Effect::InvalidModelName {
+                    node: node.to_owned(),
+                    container: name.to_owned(),
+                    source,
+                    key: key.to_owned(),
+                    value: value.to_owned(),
+                })
+            },
         );
         entries.push((name, state, model));
     }
 
     let mut cascade = Cascade::new(s, now);
+    cascade.effects.append(&mut invalid_names);
     let prev = cascade.node_entry(node);
     let prev_record = prev.map(|e| &e.record).filter(|r| !r.containers.is_empty());
     // The new record, borrowed.

@@ -27,6 +27,31 @@ impl Default for ModelMapping {
     }
 }
 
+/// Where [`Topology::model_for_container`] read a model name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ModelSource {
+    /// A container annotation ([`ModelMapping::annotation_keys`]).
+    Annotation,
+    /// A container config entry ([`ModelMapping::config_keys`]).
+    Config,
+}
+
+impl ModelSource {
+    /// `annotation` or `config`, for messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelSource::Annotation => "annotation",
+            ModelSource::Config => "config",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The prefix of container names that name their model (`model-{model}`).
 pub const MODEL_NAME_PREFIX: &str = "model-";
 
@@ -241,29 +266,43 @@ impl Topology {
     /// annotation keys, config keys, a `Model/{name}` definition whose
     /// container produced the name (`{model}-{container}`), and last the name
     /// prefix `model-{model}` (the longest defined model the rest starts
-    /// with, else the whole rest). Invalid names are skipped.
-    pub fn model_for_container<'a, A, C>(
+    /// with, else the whole rest). Invalid names are skipped; each one found
+    /// under an annotation or config key consulted (those before the key
+    /// that decided) is passed to `invalid` as (source, key, value), so the
+    /// caller can report it.
+    pub fn model_for_container<'a, A, C, I>(
         &'a self,
         container: &'a str,
         annotations: A,
         config: C,
         mapping: &ModelMapping,
+        mut invalid: I,
     ) -> Option<&'a str>
     where
         A: Fn(&str) -> Option<&'a str>,
         C: Fn(&str) -> Option<&'a str>,
+        I: FnMut(ModelSource, &str, &'a str),
     {
         let valid = |name: &'a str| validate(name).is_ok().then_some(name);
-        mapping
+        let mut checked = |source: ModelSource, key: &str, name: &'a str| {
+            let model = valid(name);
+            if model.is_none() {
+                invalid(source, key, name);
+            }
+            model
+        };
+        let named = mapping
             .annotation_keys
             .iter()
-            .find_map(|key| annotations(key).and_then(valid))
-            .or_else(|| {
-                mapping
-                    .config_keys
-                    .iter()
-                    .find_map(|key| config(key).and_then(valid))
+            .find_map(|key| {
+                annotations(key).and_then(|name| checked(ModelSource::Annotation, key, name))
             })
+            .or_else(|| {
+                mapping.config_keys.iter().find_map(|key| {
+                    config(key).and_then(|name| checked(ModelSource::Config, key, name))
+                })
+            });
+        named
             .or_else(|| self.container_models.get(container).map(String::as_str))
             .or_else(|| {
                 let rest = container.strip_prefix(MODEL_NAME_PREFIX)?;
@@ -372,6 +411,7 @@ mod tests {
                 |k| ann.filter(|(key, _)| *key == k).map(|(_, v)| v),
                 |k| cfg.filter(|(key, _)| *key == k).map(|(_, v)| v),
                 &m,
+                |_, _, _| {},
             )
             .map(str::to_owned)
         };
@@ -392,5 +432,40 @@ mod tests {
         assert_eq!(resolve("model-", None, None), None);
         let bad = Some(("model", "bad/name"));
         assert_eq!(resolve("m1-web", bad, None).as_deref(), Some("m1"));
+    }
+
+    #[test]
+    fn invalid_names_consulted_are_passed_on() {
+        let t = sample();
+        let m = ModelMapping::default();
+        let resolve = |ann: &[(&'static str, &'static str)],
+                       cfg: &[(&'static str, &'static str)]| {
+            let mut invalid = Vec::new();
+            let find = |pairs: &[(&'static str, &'static str)], k: &str| {
+                pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| *v)
+            };
+            let model = t
+                .model_for_container(
+                    "m1-web",
+                    |k| find(ann, k),
+                    |k| find(cfg, k),
+                    &m,
+                    |source, key, value| invalid.push(format!("{source}:{key}={value}")),
+                )
+                .map(str::to_owned);
+            (model, invalid)
+        };
+        let (model, invalid) = resolve(
+            &[("model", "a/b"), ("pullpiri.model", "m2")],
+            &[("model", "c/d")],
+        );
+        assert_eq!(model.as_deref(), Some("m2"));
+        assert_eq!(invalid, ["annotation:model=a/b"], "config is not consulted");
+        let (model, invalid) = resolve(&[("pullpiri.model", "")], &[("model", "..")]);
+        assert_eq!(model.as_deref(), Some("m1"), "the definition decides");
+        assert_eq!(invalid, ["annotation:pullpiri.model=", "config:model=.."]);
+        let (model, invalid) = resolve(&[("model", "m2")], &[]);
+        assert_eq!(model.as_deref(), Some("m2"));
+        assert!(invalid.is_empty());
     }
 }

@@ -652,6 +652,106 @@ fn annotations_and_config_map_containers_to_models() {
     assert_eq!(state(&s, M, "m2").as_deref(), Some("Running"));
 }
 
+/// The `InvalidModelName` effects of a plan as `container source:key=value`.
+fn invalid_model_names(p: &statemachine_core::Plan) -> Vec<String> {
+    p.effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::InvalidModelName {
+                node,
+                container,
+                source,
+                key,
+                value,
+            } => {
+                assert_eq!(node, "n1");
+                Some(format!("{container} {source}:{key}={value}"))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn invalid_model_names_are_reported_and_the_mapping_falls_back_as_before() {
+    let mut s = infotainment(CoreConfig::default());
+    // Annotation `model` is invalid: skipped for `pullpiri.model`.
+    let mut by_annotation = container("anything", "running");
+    by_annotation
+        .annotations
+        .insert("model".into(), "bad/name".into());
+    by_annotation
+        .annotations
+        .insert("pullpiri.model".into(), "m2".into());
+    // Both annotations and the config invalid: the Model definition decides.
+    let mut by_definition = container("m1-main", "running");
+    by_definition.annotations.insert("model".into(), "".into());
+    by_definition
+        .annotations
+        .insert("pullpiri.model".into(), "x y".into());
+    by_definition.config.insert("model".into(), "..".into());
+    // Invalid config and nothing else: unmapped.
+    let mut unmapped = container("stray", "running");
+    unmapped.config.insert("model".into(), "a/b".into());
+    // A valid annotation first: the invalid config is never consulted.
+    let mut not_consulted = container("other", "running");
+    not_consulted
+        .annotations
+        .insert("model".into(), "m2".into());
+    not_consulted.config.insert("model".into(), "a/b".into());
+    let p = step(
+        &mut s,
+        Input::NodeReport(&report(
+            "n1",
+            vec![by_annotation, by_definition, unmapped, not_consulted],
+        )),
+        0,
+    );
+    assert_eq!(
+        invalid_model_names(&p),
+        [
+            "anything annotation:model=bad/name",
+            "m1-main annotation:model=",
+            "m1-main annotation:pullpiri.model=x y",
+            "m1-main config:model=..",
+            "stray config:model=a/b",
+        ]
+    );
+    assert!(
+        p.effects.iter().any(
+            |e| matches!(e, Effect::UnmappedContainer { container, .. } if container == "stray")
+        )
+    );
+    assert_eq!(state(&s, C, "anything").as_deref(), Some("Running"));
+    assert_eq!(state(&s, C, "stray"), None);
+    assert_eq!(state(&s, M, "m1").as_deref(), Some("Running"));
+    assert_eq!(state(&s, M, "m2").as_deref(), Some("Running"));
+    // The core keeps no memory of it: every report reports the name again.
+    let again = step(
+        &mut s,
+        Input::NodeReport(&report("n1", {
+            let mut c = container("anything", "running");
+            c.annotations.insert("model".into(), "bad/name".into());
+            c.annotations.insert("pullpiri.model".into(), "m2".into());
+            vec![c]
+        })),
+        SEC,
+    );
+    assert_eq!(
+        invalid_model_names(&again),
+        ["anything annotation:model=bad/name"]
+    );
+}
+
+#[test]
+fn valid_model_names_report_nothing() {
+    let mut s = infotainment(CoreConfig::default());
+    let mut c = container("anything", "running");
+    c.annotations.insert("pullpiri.model".into(), "m2".into());
+    let p = step(&mut s, Input::NodeReport(&report("n1", vec![c])), 0);
+    assert!(p.effects.is_empty(), "{:?}", p.effects);
+}
+
 #[test]
 fn bad_reports_are_rejected_naming_the_problem() {
     let s = infotainment(CoreConfig::default());
