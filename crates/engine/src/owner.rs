@@ -181,6 +181,9 @@ pub(crate) struct Owner {
     tags_in_flight: std::collections::HashSet<Tag>,
     /// The tag the next planned input is applied under.
     next_tag: Tag,
+    /// (node, container) already warned about for an invalid model name:
+    /// warned once while the name stays invalid (see `finish`).
+    warned_model_names: std::collections::HashSet<(String, String)>,
 }
 
 /// The prefixes the cache is fed from.
@@ -235,6 +238,7 @@ impl Owner {
             next_chain: 0,
             tags_in_flight: Default::default(),
             next_tag: 1,
+            warned_model_names: Default::default(),
         }
     }
 
@@ -780,7 +784,53 @@ impl Owner {
                         inc(&self.metrics.unmapped_containers);
                         tracing::debug!(%node, %container, "container maps to no model; ignored");
                     }
+                    Effect::InvalidModelName {
+                        node,
+                        container,
+                        source,
+                        key,
+                        value,
+                    } => {
+                        inc(&self.metrics.invalid_model_names);
+                        // Bounded: beyond this many containers warned about,
+                        // start over (some warnings repeat, memory does not grow).
+                        const MAX_WARNED: usize = 1024;
+                        let warned = (node.clone(), container.clone());
+                        if self.warned_model_names.contains(&warned) {
+                            continue;
+                        }
+                        if self.warned_model_names.len() >= MAX_WARNED {
+                            self.warned_model_names.clear();
+                        }
+                        self.warned_model_names.insert(warned);
+                        let reason = statemachine_core::name::validate(value)
+                            .err()
+                            .map(|e| e.to_string())
+                            .unwrap_or_default();
+                        let shown: String = value.chars().take(64).collect();
+                        tracing::warn!(
+                            %node,
+                            %container,
+                            %source,
+                            key = %key.escape_debug(),
+                            value = %shown.escape_debug(),
+                            %reason,
+                            "the model name is not a valid resource name; skipped for the next mapping source (warned once per container)"
+                        );
+                    }
                 }
+            }
+            // A container whose model name is valid again, or that is no
+            // longer reported, is forgotten: it is warned about anew.
+            if let Pending::Report(report, _) = &input
+                && !self.warned_model_names.is_empty()
+            {
+                self.warned_model_names.retain(|(node, container)| {
+                    *node != report.node
+                        || p.effects.iter().any(|e| {
+                            matches!(e, Effect::InvalidModelName { container: c, .. } if c == container)
+                        })
+                });
             }
             let message = p.outcome.clone().unwrap_or_default();
             input.answer(
