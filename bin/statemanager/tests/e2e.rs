@@ -862,3 +862,103 @@ async fn define_s_driving_p_with_m1_m2(keys: &Keys) {
 fn running() -> std::collections::HashMap<String, String> {
     podman_state("running", 0, false)
 }
+
+/// QUALITY-BAR R2, issue "durability and deadlines": with etcd frozen
+/// (SIGSTOP), every request is answered RESOURCE_UNAVAILABLE within the
+/// commit timeout, or within its own gRPC deadline when that is sooner, and
+/// a request answered "nothing was written" is never written after etcd
+/// resumes.
+#[tokio::test]
+async fn with_etcd_frozen_every_request_is_answered_within_its_deadline_and_nothing_answered_unwritten_appears_later()
+ {
+    let etcd = etcd();
+    let keys = Keys::connect(&etcd).await;
+    let ac = ActionController::start().await;
+    let mut args = Daemon::args(&etcd, &ac.url());
+    args.push("--commit-timeout=1s".into());
+    let daemon = Daemon::start(&args).await;
+    let sm = daemon.client().await;
+    // Warm: the daemon has committed once.
+    assert_success(
+        &send(
+            &mut sm.clone(),
+            change(SCENARIO as i32, "warm", "Idle", "Waiting", "w"),
+        )
+        .await,
+    );
+
+    etcd.pause().expect("SIGSTOP etcd");
+    let commit_timeout = Duration::from_secs(1);
+    let short = Duration::from_millis(400);
+    let callers: Vec<_> = (0..16)
+        .map(|k| {
+            let mut sm = sm.clone();
+            // Half the callers have a deadline of their own, sooner than
+            // the commit timeout; the others a later one.
+            let deadline = if k % 2 == 0 {
+                short
+            } else {
+                Duration::from_secs(10)
+            };
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30 * k)).await;
+                let mut request = tonic::Request::new(change(
+                    SCENARIO as i32,
+                    &format!("s{k}"),
+                    "Idle",
+                    "Waiting",
+                    &format!("t{k}"),
+                ));
+                request.set_timeout(deadline);
+                let asked = Instant::now();
+                let answer = sm.send_state_change(request).await;
+                (k, answer, asked.elapsed(), deadline.min(commit_timeout))
+            })
+        })
+        .collect();
+    let mut unwritten = Vec::new();
+    for caller in callers {
+        let (k, answer, waited, limit) = caller.await.unwrap();
+        let answer = answer
+            .unwrap_or_else(|status| panic!("s{k}: a gRPC error after {waited:?}: {status}"))
+            .into_inner();
+        assert_eq!(
+            answer.error_code,
+            ErrorCode::ResourceUnavailable as i32,
+            "s{k}: {answer:?}"
+        );
+        assert!(
+            waited <= limit + Duration::from_millis(100),
+            "s{k}: answered after {waited:?}, limit {limit:?}"
+        );
+        if answer.message.contains("nothing was written") {
+            unwritten.push(k);
+        }
+    }
+    assert!(!unwritten.is_empty(), "some requests were still queued");
+
+    etcd.resume().expect("SIGCONT etcd");
+    let later = tonic::Request::new(change(SCENARIO as i32, "later", "Idle", "Waiting", "l"));
+    let mut answered = None;
+    for _ in 0..50 {
+        let answer = sm.clone().send_state_change(later.get_ref().clone()).await;
+        if let Ok(answer) = answer
+            && answer.get_ref().error_code == ErrorCode::Success as i32
+        {
+            answered = Some(answer);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        answered.is_some(),
+        "the daemon commits again after etcd resumed"
+    );
+    for k in unwritten {
+        assert_eq!(
+            keys.get(&format!("/scenario/s{k}/state")).await,
+            None,
+            "s{k} was answered 'nothing was written'"
+        );
+    }
+}

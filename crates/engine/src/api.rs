@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{ErrorCode, NodeReport, ResourceKind, StateChangeRequest};
+use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -100,12 +101,30 @@ impl EngineError {
     }
 }
 
-/// Who waits for an input's answer, and until when: an input still queued
-/// at its deadline is never committed, and a commit is never allowed to
-/// run past the deadline of an input it carries.
+/// Who waits for an input's answer, and until when. An input is either
+/// taken by the owner before its deadline (then the owner answers it by the
+/// deadline) or abandoned by its caller at the deadline (then it is never
+/// committed): whoever moves it out of `WAITING` first decides.
 pub(crate) struct Caller<T> {
     pub(crate) reply: oneshot::Sender<T>,
     pub(crate) deadline: Instant,
+    fate: Arc<AtomicU8>,
+}
+
+const WAITING: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl<T> Caller<T> {
+    /// The owner takes the input for planning; `false` when its caller
+    /// abandoned it (it must then be dropped, unanswered and unwritten).
+    pub(crate) fn take(&self) -> bool {
+        matches!(
+            self.fate
+                .compare_exchange(WAITING, TAKEN, Ordering::AcqRel, Ordering::Acquire),
+            Ok(_) | Err(TAKEN)
+        )
+    }
 }
 
 /// Commands the owner task processes.
@@ -134,9 +153,9 @@ pub struct EngineHandle {
     pub(crate) commit_timeout: Duration,
 }
 
-/// How long a caller waits past an input's deadline for the owner's own
-/// answer before answering itself.
-const ANSWER_SLACK: Duration = Duration::from_millis(10);
+/// How long a caller whose input was taken waits past its deadline for the
+/// owner's answer (the owner answers by the deadline unless it is stuck).
+const ANSWER_SLACK: Duration = Duration::from_millis(20);
 
 impl EngineHandle {
     async fn ask<T>(
@@ -159,7 +178,8 @@ impl EngineHandle {
 
     /// Sends an input and waits for its answer until its deadline: the
     /// engine's `commit_timeout` from now, or `within` when sooner (a
-    /// caller's own deadline). Past it, `Err` with how long it waited.
+    /// caller's own deadline). An input still queued at its deadline is
+    /// abandoned: it is never committed.
     async fn ask_input<T>(
         &self,
         within: Option<Duration>,
@@ -167,23 +187,40 @@ impl EngineHandle {
     ) -> Result<T, EngineError> {
         let wait = within.map_or(self.commit_timeout, |w| w.min(self.commit_timeout));
         let deadline = Instant::now() + wait;
-        let (reply, answer) = oneshot::channel();
-        let asked = async {
-            self.commands
-                .send(make(Caller { reply, deadline }))
-                .await
-                .map_err(|_| EngineError::Stopped)?;
-            answer.await.map_err(|_| EngineError::Stopped)
+        let fate = Arc::new(AtomicU8::new(WAITING));
+        let (reply, mut answer) = oneshot::channel();
+        let caller = Caller {
+            reply,
+            deadline,
+            fate: fate.clone(),
         };
-        // The owner answers by the deadline; should it be stuck, the input
-        // is still never committed after it.
-        tokio::time::timeout_at(deadline + ANSWER_SLACK, asked)
-            .await
-            .map_err(|_| {
-                EngineError::Unavailable(format!(
-                    "not committed within {wait:?}; an input still queued then is never written"
-                ))
-            })?
+        let sent = tokio::time::timeout_at(deadline, self.commands.send(make(caller))).await;
+        match sent {
+            Ok(Err(_)) => return Err(EngineError::Stopped),
+            Ok(Ok(())) => {
+                if let Ok(answer) = tokio::time::timeout_at(deadline, &mut answer).await {
+                    return answer.map_err(|_| EngineError::Stopped);
+                }
+            }
+            // The queue stayed full: the input never reached the owner.
+            Err(_) => fate.store(ABANDONED, Ordering::Release),
+        }
+        let abandoned = fate
+            .compare_exchange(WAITING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            || fate.load(Ordering::Acquire) == ABANDONED;
+        if abandoned {
+            return Err(EngineError::Unavailable(format!(
+                "not committed within {wait:?}: the state store is slow or unavailable; nothing was written"
+            )));
+        }
+        // Taken: the owner answers by the deadline, or tells why not.
+        match tokio::time::timeout_at(deadline + ANSWER_SLACK, answer).await {
+            Ok(answer) => answer.map_err(|_| EngineError::Stopped),
+            Err(_) => Err(EngineError::Unavailable(format!(
+                "no answer within {wait:?}: the outcome is unknown"
+            ))),
+        }
     }
 
     /// Whether the engine still processes inputs (for health checks).

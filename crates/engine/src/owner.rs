@@ -76,6 +76,16 @@ impl Pending {
         }
     }
 
+    /// Takes the input for planning; `false` when its caller abandoned it at
+    /// its deadline (it is then dropped: never committed, not answered).
+    fn take(&self) -> bool {
+        match self {
+            Pending::Change(_, caller) => caller.take(),
+            Pending::Report(_, caller) => caller.take(),
+            Pending::Reevaluate(_) | Pending::Tick => true,
+        }
+    }
+
     /// Until when its caller waits (`None`: nobody waits).
     fn deadline(&self) -> Option<Instant> {
         match self {
@@ -184,6 +194,10 @@ pub(crate) struct Owner {
     /// (node, container) already warned about for an invalid model name:
     /// warned once while the name stays invalid (see `finish`).
     warned_model_names: std::collections::HashSet<(String, String)>,
+    /// The last commit failed for want of an answer: the next one first
+    /// checks with a read that the store answers, so that while it is down
+    /// inputs are answered "nothing was written" instead of being sent.
+    store_suspect: bool,
 }
 
 /// The prefixes the cache is fed from.
@@ -239,6 +253,7 @@ impl Owner {
             tags_in_flight: Default::default(),
             next_tag: 1,
             warned_model_names: Default::default(),
+            store_suspect: false,
         }
     }
 

@@ -497,7 +497,10 @@ mod tests {
         let mut metadata = tonic::metadata::MetadataMap::new();
         assert_eq!(caller_deadline(&metadata), None);
         metadata.insert("grpc-timeout", "10S".parse().unwrap());
-        assert_eq!(caller_deadline(&metadata), Some(Duration::from_millis(9950)));
+        assert_eq!(
+            caller_deadline(&metadata),
+            Some(Duration::from_millis(9950))
+        );
         metadata.insert("grpc-timeout", "100m".parse().unwrap());
         assert_eq!(caller_deadline(&metadata), Some(Duration::from_millis(90)));
         metadata.insert("grpc-timeout", "soon".parse().unwrap());

@@ -445,7 +445,12 @@ impl Owner {
             let Some(queued) = self.held.pop_front() else {
                 break;
             };
-            // Its caller has its answer by now: it is never committed.
+            // Its caller gave up on it, or its deadline passed: it is never
+            // committed.
+            if !queued.input.take() {
+                inc(&self.metrics.expired);
+                continue;
+            }
             if queued.input.deadline().is_some_and(|d| d <= now) {
                 self.expire(queued.input);
                 continue;
@@ -516,7 +521,7 @@ impl Owner {
             },
         );
         let deadline = self.chain_deadline(self.chains[&id].planned.iter().map(|p| &p.input));
-        let commit = commit_chain(self.store.clone(), batches, deadline);
+        let commit = commit_chain(self.store.clone(), batches, deadline, self.store_suspect);
         self.inflight
             .push(Box::pin(async move { (id, commit.await) }));
     }
@@ -531,6 +536,7 @@ impl Owner {
         }
         match result {
             Ok(revisions) => {
+                self.store_suspect = false;
                 for (targets, revision) in chain.targets.iter().zip(&revisions) {
                     inc(&self.metrics.commits);
                     for target in targets {
@@ -580,6 +586,10 @@ impl Owner {
                         "a split input failed after part of it was committed; the watch brings the cache in line"
                     );
                 }
+                self.store_suspect = matches!(
+                    error,
+                    StoreError::Timeout { .. } | StoreError::Unavailable { .. }
+                );
                 let guard_failed = matches!(error, StoreError::GuardFailed { .. });
                 if in_doubt || (applied > 0 && !guard_failed) {
                     let inputs = chain.planned.into_iter().map(|p| p.input).collect();
@@ -964,12 +974,32 @@ pub(super) async fn all_within<F: std::future::Future>(
 }
 
 /// Commits a chain's transactions one after another, all before
-/// `deadline`; none is sent after it.
+/// `deadline`; none is sent after it. With `probe`, a read must be
+/// answered first (the store did not answer the last commit).
 async fn commit_chain(
     store: Arc<dyn StateStore>,
     batches: Vec<Batch>,
     deadline: tokio::time::Instant,
+    probe: bool,
 ) -> ChainResult {
+    if probe {
+        let started = tokio::time::Instant::now();
+        let answered = match tokio::time::timeout_at(deadline, store.revision()).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(StoreError::Timeout {
+                operation: "store check before a commit",
+                after: deadline - started,
+            }),
+        };
+        if let Err(error) = answered {
+            return Err(ChainFailure {
+                error,
+                applied: 0,
+                in_doubt: false,
+            });
+        }
+    }
     let mut revisions = Vec::with_capacity(batches.len());
     for batch in batches {
         let now = tokio::time::Instant::now();
