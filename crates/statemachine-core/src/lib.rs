@@ -6,20 +6,24 @@
 //!
 //! - [`name`]: resource kinds and validated names; [`keys`]: store keys;
 //! - [`state`]: the state enums with canonical names and lenient parsing;
-//! - [`derive`]: container state from podman's map, model from containers,
+//! - [`mod@derive`]: container state from podman's map, model from containers,
 //!   package from models;
 //! - [`transition`]: the scenario table and the documented model/package edges;
 //! - [`definition`] and [`topology`]: the ApiServer's definitions and the
 //!   relations built from them;
-//! - [`snapshot`] and [`plan`]: cascade planning — an input against a
+//! - [`input`]: state change requests and node reports as received, and
+//!   the [`Input`] of planning;
+//! - [`snapshot`] and [`mod@plan`]: cascade planning — an input against a
 //!   snapshot gives the key writes and effects to commit;
 //! - [`recovery`]: the retry and escalation ladder for reconcile requests.
 
 pub mod config;
+mod counting_sort;
 pub mod definition;
 pub mod derive;
 pub mod error;
 mod fastmap;
+pub mod input;
 pub mod keys;
 pub mod name;
 pub mod plan;
@@ -35,11 +39,9 @@ pub use derive::{
     ContainerSet, ContainerStateFold, ModelSet, container_state, model_state, package_state,
 };
 pub use error::{ErrorCode, Rejection};
+pub use input::{Input, NodeReport, ReportedContainer, RequestKind, StateChangeRequest};
 pub use name::{NameError, ResourceKind, ResourceName};
-pub use plan::{
-    Change, Effect, Input, NodeChange, NodeReport, Plan, Reason, ReportedContainer, RequestKind,
-    StateChangeRequest, plan,
-};
+pub use plan::{Change, Effect, NodeChange, Plan, Reason, plan};
 pub use snapshot::{
     PENDING_REVISION, Revision, Snapshot, Tag, is_pending, pending_revision, pending_tag,
 };

@@ -1,0 +1,198 @@
+//! Planning a requested state change: the request's shape, whether the
+//! resource is known, and the transition tables (STATE-MACHINES §4, §5).
+
+use super::cascade::Cascade;
+use super::{Plan, Reason, reject};
+use crate::error::ErrorCode;
+use crate::input::{RequestKind, StateChangeRequest};
+use crate::name::{ResourceKind, validate};
+use crate::snapshot::Snapshot;
+use crate::state::{AnyState, ModelState, PackageState, ScenarioState};
+use crate::transition::{
+    MODEL_EDGES, PACKAGE_EDGES, is_documented_model_edge, is_documented_package_edge,
+};
+
+pub(super) fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest, now: i64) -> Plan {
+    // WIRE-PROTOCOL: the shape of the request is checked before the record.
+    let kind = match request.kind {
+        RequestKind::Unspecified => {
+            return reject(
+                ErrorCode::InvalidRequest,
+                "resource_type is unspecified",
+                "use SCENARIO, PACKAGE or MODEL",
+            );
+        }
+        RequestKind::Unknown(n) => {
+            return reject(
+                ErrorCode::InvalidRequest,
+                format!("unknown resource_type {n}"),
+                "use SCENARIO, PACKAGE or MODEL",
+            );
+        }
+        RequestKind::Volume | RequestKind::Network | RequestKind::Node => {
+            return reject(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "{:?} resources are not managed by the StateManager",
+                    request.kind
+                ),
+                "managed resource types: SCENARIO, PACKAGE, MODEL",
+            );
+        }
+        other => other.managed().unwrap_or(ResourceKind::Scenario),
+    };
+    let name = request.name.as_str();
+    if let Err(e) = validate(name) {
+        return reject(
+            ErrorCode::InvalidRequest,
+            format!("invalid resource_name: {e}"),
+            "",
+        );
+    }
+    let target = match AnyState::parse(kind, &request.target_state) {
+        Ok(t) => t,
+        Err(e) => {
+            return reject(
+                ErrorCode::InvalidRequest,
+                format!("invalid target_state: {e}"),
+                "",
+            );
+        }
+    };
+    // Empty: not given. Anything else must be a state name (§6: blanks are not).
+    let claimed = if request.current_state.is_empty() {
+        None
+    } else {
+        match AnyState::parse(kind, &request.current_state) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return reject(
+                    ErrorCode::InvalidRequest,
+                    format!("invalid current_state: {e}"),
+                    "",
+                );
+            }
+        }
+    };
+    if claimed == Some(target) {
+        return reject(
+            ErrorCode::InvalidRequest,
+            format!("current_state and target_state are both '{target}'"),
+            "a transition needs a different target state",
+        );
+    }
+
+    let known = s.state(kind, name).is_some()
+        || match kind {
+            ResourceKind::Scenario => true,
+            ResourceKind::Package => s.topology.package(name).is_some(),
+            ResourceKind::Model => {
+                s.topology.is_model_referenced(name) || s.model_index.contains_key(name)
+            }
+            ResourceKind::Container => false,
+        };
+    if !known {
+        return reject(
+            ErrorCode::ResourceNotFound,
+            format!("{kind} '{name}' is not known"),
+            "it has no definition and no recorded state",
+        );
+    }
+    let from = s.state(kind, name).unwrap_or(match kind {
+        ResourceKind::Package => AnyState::Package(PackageState::Idle),
+        ResourceKind::Model => AnyState::Model(ModelState::Created),
+        _ => AnyState::Scenario(ScenarioState::Idle),
+    });
+
+    let mut note = String::new();
+    if let Some(claimed) = claimed
+        && claimed != from
+    {
+        note = format!(" (the request said current state '{claimed}'; the record said '{from}')");
+    }
+    // A request for the recorded state is a safe retry, strict or not.
+    if from == target {
+        return Cascade::new(s, now).finish(
+            format!("{kind} '{name}' is already '{target}'; nothing to do{note}"),
+            Vec::new(),
+            None,
+        );
+    }
+    if let Some(claimed) = claimed
+        && claimed != from
+        && s.config.scenario_policy.strict_current_state
+    {
+        return reject(
+            ErrorCode::PreconditionFailed,
+            format!("{kind} '{name}' is '{from}', not '{claimed}'"),
+            "current_state must match the recorded state",
+        );
+    }
+
+    let mut cascade = Cascade::new(s, now);
+    let detail = match (from, target) {
+        (AnyState::Scenario(f), AnyState::Scenario(t)) => {
+            match s.config.scenario_policy.check(f, t, &request.source) {
+                Ok(edge) => {
+                    cascade.push(
+                        kind,
+                        name,
+                        s.state(kind, name),
+                        Some(target),
+                        Reason::Requested,
+                    );
+                    format!("; {}: {}", edge.event, edge.action)
+                }
+                Err(rejection) => return Plan::rejected(rejection),
+            }
+        }
+        (AnyState::Model(f), AnyState::Model(t)) => {
+            if !is_documented_model_edge(f, t) {
+                return undocumented(kind, name, from, target, allowed_next(MODEL_EDGES, f));
+            }
+            cascade.set_model(name, Some(t), Reason::Requested);
+            cascade.evaluate_packages(s.topology.packages_of(name).map(String::as_str));
+            String::new()
+        }
+        (AnyState::Package(f), AnyState::Package(t)) => {
+            if !is_documented_package_edge(f, t) {
+                return undocumented(kind, name, from, target, allowed_next(PACKAGE_EDGES, f));
+            }
+            cascade.set_package(name, t, Reason::Requested);
+            String::new()
+        }
+        _ => return reject(ErrorCode::InternalError, "state kinds disagree", ""),
+    };
+    cascade.finish(
+        format!("{kind} '{name}' {from} -> {target}{detail}{note}"),
+        Vec::new(),
+        None,
+    )
+}
+
+fn allowed_next<S: PartialEq + Copy + std::fmt::Display>(edges: &[(S, S)], from: S) -> String {
+    let next: Vec<String> = edges
+        .iter()
+        .filter(|(f, _)| *f == from)
+        .map(|(_, t)| t.to_string())
+        .collect();
+    if next.is_empty() {
+        format!("no transition leaves '{from}'")
+    } else {
+        format!("allowed from '{from}': {}", next.join(", "))
+    }
+}
+
+fn undocumented(
+    kind: ResourceKind,
+    name: &str,
+    from: AnyState,
+    to: AnyState,
+    allowed: String,
+) -> Plan {
+    reject(
+        ErrorCode::InvalidStateTransition,
+        format!("{kind} transition {from} -> {to} of '{name}' is not allowed"),
+        allowed,
+    )
+}
