@@ -2,7 +2,6 @@
 //! and the rules that cascade a change bottom-up (containers, models,
 //! packages) with the reconcile trigger.
 
-use std::cell::RefCell;
 use std::collections::BTreeSet;
 
 use super::{Change, Effect, NodeChange, Plan, Reason};
@@ -54,7 +53,7 @@ pub(super) struct Cascade<'a> {
     pub(super) effects: Vec<Effect>,
     /// Tags of the pending values read (see [`Plan::depends_on`]); written
     /// only when a pending value is met, which the hot path never does.
-    depends_on: RefCell<Vec<Tag>>,
+    depends_on: Vec<Tag>,
 }
 
 impl<'a> Cascade<'a> {
@@ -67,7 +66,7 @@ impl<'a> Cascade<'a> {
             packages: FastMap::default(),
             changes: Vec::new(),
             effects: Vec::new(),
-            depends_on: RefCell::new(Vec::new()),
+            depends_on: Vec::new(),
         }
     }
 
@@ -77,7 +76,7 @@ impl<'a> Cascade<'a> {
         nodes: Vec<NodeChange>,
         seen: Option<(String, i64)>,
     ) -> Plan {
-        let mut depends_on = self.depends_on.into_inner();
+        let mut depends_on = self.depends_on;
         depends_on.sort_unstable();
         depends_on.dedup();
         Plan {
@@ -93,16 +92,16 @@ impl<'a> Cascade<'a> {
     /// Notes a value read from the snapshot at `revision`: a pending one
     /// makes the plan depend on the plan that wrote it.
     #[inline]
-    pub(super) fn note(&self, revision: Revision) {
+    pub(super) fn note(&mut self, revision: Revision) {
         if let Some(tag) = pending_tag(revision) {
-            self.depends_on.borrow_mut().push(tag);
+            self.depends_on.push(tag);
         }
     }
 
     /// Notes the read of a state key that has no value in the snapshot: a
     /// delete not yet committed is a dependency too.
     #[inline]
-    fn note_absent(&self, kind: ResourceKind, name: &str) {
+    fn note_absent(&mut self, kind: ResourceKind, name: &str) {
         if !self.s.deleted.is_empty() {
             self.note(self.s.tombstone(kind, name));
         }
@@ -110,8 +109,8 @@ impl<'a> Cascade<'a> {
 
     /// A state as the snapshot has it, noting a pending value (or delete).
     fn read<S: Copy>(
-        &self,
-        map: &FastMap<String, Versioned<S>>,
+        &mut self,
+        map: &'a FastMap<String, Versioned<S>>,
         kind: ResourceKind,
         name: &str,
     ) -> Option<S> {
@@ -127,26 +126,33 @@ impl<'a> Cascade<'a> {
         }
     }
 
-    fn container(&self, name: &str) -> Option<ContainerState> {
-        self.read(&self.s.containers, ResourceKind::Container, name)
+    fn container(&mut self, name: &str) -> Option<ContainerState> {
+        let s = self.s;
+        self.read(&s.containers, ResourceKind::Container, name)
     }
 
-    fn model(&self, name: &str) -> Option<ModelState> {
+    fn model(&mut self, name: &str) -> Option<ModelState> {
         match self.models.get(name) {
             Some(state) => *state,
-            None => self.read(&self.s.models, ResourceKind::Model, name),
+            None => {
+                let s = self.s;
+                self.read(&s.models, ResourceKind::Model, name)
+            }
         }
     }
 
-    fn package(&self, name: &str) -> Option<PackageState> {
+    fn package(&mut self, name: &str) -> Option<PackageState> {
         match self.packages.get(name) {
             Some(state) => *state,
-            None => self.read(&self.s.packages, ResourceKind::Package, name),
+            None => {
+                let s = self.s;
+                self.read(&s.packages, ResourceKind::Package, name)
+            }
         }
     }
 
     /// A node's record as the snapshot has it, noting a pending one.
-    pub(super) fn node_entry(&self, node: &str) -> Option<&'a NodeEntry> {
+    pub(super) fn node_entry(&mut self, node: &str) -> Option<&'a NodeEntry> {
         let entry = self.s.nodes.get(node)?;
         self.note(entry.revision);
         Some(entry)
@@ -267,13 +273,15 @@ impl<'a> Cascade<'a> {
 
     /// Calls `f(node, state, failure_since)` for every container of a model
     /// on every node, the reporting node's new record replacing its stored one.
+    /// (`f` cannot borrow the cascade: what it needs is read beforehand.)
     fn for_each_container(
-        &self,
+        &mut self,
         model: &str,
         mut f: impl FnMut(&str, Option<ContainerState>, Option<i64>),
     ) {
+        let s = self.s;
         let reporting = self.node.as_ref().map(|n| n.node);
-        if let Some(index) = self.s.model_index.get(model) {
+        if let Some(index) = s.model_index.get(model) {
             for (node, container) in index {
                 if Some(node.as_str()) == reporting {
                     continue;
@@ -285,7 +293,8 @@ impl<'a> Cascade<'a> {
                     .and_then(|e| e.record.containers.get(container))
                     .filter(|e| e.model == model)
                 {
-                    f(node, self.container(container), entry.failure_since_ns);
+                    let state = self.container(container);
+                    f(node, state, entry.failure_since_ns);
                 }
             }
         }
@@ -299,8 +308,9 @@ impl<'a> Cascade<'a> {
     }
 
     /// STATE-MACHINES §2, with information failures and their grace period.
-    fn evaluate_model(&self, model: &str) -> ModelOutcome {
-        let config = &self.s.config;
+    fn evaluate_model(&mut self, model: &str) -> ModelOutcome {
+        let (s, now) = (self.s, self.now);
+        let config = &s.config;
         let grace = duration_ns(config.info_failure_grace);
         let reporting = self.node.as_ref().map(|n| n.node);
         let timeout = config.node_timeout.map(duration_ns);
@@ -312,10 +322,10 @@ impl<'a> Cascade<'a> {
             let mut since = failure_since;
             if let Some(timeout) = timeout
                 && Some(node) != reporting
-                && let Some(seen) = self.s.nodes.get(node).and_then(|e| e.last_seen_ns)
+                && let Some(seen) = s.nodes.get(node).and_then(|e| e.last_seen_ns)
             {
                 let silent = seen.saturating_add(timeout);
-                if self.now >= silent {
+                if now >= silent {
                     since = Some(since.map_or(silent, |s| s.min(silent)));
                 }
             }
@@ -329,7 +339,7 @@ impl<'a> Cascade<'a> {
             }
         });
         if !any {
-            return if !self.s.topology.is_model_referenced(model) && self.model(model).is_some() {
+            return if !s.topology.is_model_referenced(model) && self.model(model).is_some() {
                 ModelOutcome::Remove
             } else {
                 ModelOutcome::Keep
@@ -337,7 +347,7 @@ impl<'a> Cascade<'a> {
         }
         let derived = known.model_state();
         match failure {
-            Some(since) if self.now >= since.saturating_add(grace) => {
+            Some(since) if now >= since.saturating_add(grace) => {
                 ModelOutcome::Set(ModelState::Dead, Reason::InformationFailure)
             }
             // A real Dead does not wait for the grace period.

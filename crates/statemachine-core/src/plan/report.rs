@@ -222,8 +222,9 @@ pub(super) fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64)
 
 impl Cascade<'_> {
     /// Whether a node other than `node` currently reports `container` of `model`.
-    fn reported_elsewhere(&self, node: &str, container: &str, model: &str) -> bool {
-        self.s.model_index.get(model).is_some_and(|entries| {
+    fn reported_elsewhere(&mut self, node: &str, container: &str, model: &str) -> bool {
+        let s = self.s;
+        s.model_index.get(model).is_some_and(|entries| {
             entries.iter().any(|(other, c)| {
                 other != node
                     && c == container
