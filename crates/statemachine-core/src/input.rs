@@ -10,7 +10,8 @@ use crate::name::ResourceKind;
 use crate::state::ContainerState;
 use crate::topology::Affected;
 
-/// The wire's `ResourceType` of a state change request.
+/// The wire's `ResourceType` of a state change request (the transport maps
+/// the numbers; an undefined one is kept so the answer can name it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestKind {
     /// `RESOURCE_TYPE_UNSPECIFIED`.
@@ -32,20 +33,6 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    /// The kind with the wire's `ResourceType` number.
-    pub fn from_proto(number: i32) -> Self {
-        match number {
-            0 => RequestKind::Unspecified,
-            1 => RequestKind::Scenario,
-            2 => RequestKind::Package,
-            3 => RequestKind::Model,
-            4 => RequestKind::Volume,
-            5 => RequestKind::Network,
-            6 => RequestKind::Node,
-            other => RequestKind::Unknown(other),
-        }
-    }
-
     /// The managed resource kind, if this is one.
     pub fn managed(self) -> Option<ResourceKind> {
         match self {

@@ -43,7 +43,7 @@ macro_rules! state_enum {
     (
         $(#[$meta:meta])*
         $name:ident, kind = $kind:expr, proto_prefix = $prefix:literal,
-        { $( $(#[$vmeta:meta])* $variant:ident = $number:expr ),+ $(,)? }
+        { $( $(#[$vmeta:meta])* $variant:ident ),+ $(,)? }
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -58,16 +58,6 @@ macro_rules! state_enum {
             /// The canonical PascalCase name, as written to the store.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => stringify!($variant)),+ }
-            }
-
-            /// The protobuf enum number (`None` where the wire has no enum).
-            pub fn proto_number(self) -> Option<i32> {
-                match self { $($name::$variant => $number),+ }
-            }
-
-            /// The state with the given protobuf enum number.
-            pub fn from_proto_number(number: i32) -> Option<Self> {
-                Self::ALL.iter().copied().find(|s| s.proto_number() == Some(number))
             }
 
             /// Parses a state name leniently: any case, `-`/`_`, or the
@@ -110,19 +100,19 @@ state_enum! {
     ContainerState, kind = ResourceKind::Container, proto_prefix = "CONTAINER_STATE_",
     {
         /// Configured, never started.
-        Created = None,
+        Created,
         /// Runtime set up, main process not started.
-        Initialized = None,
+        Initialized,
         /// Main process active.
-        Running = None,
+        Running,
         /// Frozen, memory kept.
-        Paused = None,
+        Paused,
         /// Terminated normally (exit code 0 or `podman stop`).
-        Exited = None,
+        Exited,
         /// Terminated abnormally.
-        Dead = None,
+        Dead,
         /// The state cannot be determined: an information failure.
-        Unknown = None,
+        Unknown,
     }
 }
 
@@ -131,15 +121,15 @@ state_enum! {
     ModelState, kind = ResourceKind::Model, proto_prefix = "MODEL_STATE_",
     {
         /// Initial: no container has started yet.
-        Created = Some(1),
+        Created,
         /// All containers paused.
-        Paused = Some(2),
+        Paused,
         /// All containers exited.
-        Exited = Some(3),
+        Exited,
         /// A container is dead, or the model's information could not be obtained.
-        Dead = Some(4),
+        Dead,
         /// None of the above.
-        Running = Some(5),
+        Running,
     }
 }
 
@@ -148,17 +138,17 @@ state_enum! {
     PackageState, kind = ResourceKind::Package, proto_prefix = "PACKAGE_STATE_",
     {
         /// Initial: no models, or all models still Created.
-        Idle = Some(1),
+        Idle,
         /// All models paused.
-        Paused = Some(2),
+        Paused,
         /// All models exited.
-        Exited = Some(3),
+        Exited,
         /// Some, not all, models dead.
-        Degraded = Some(4),
+        Degraded,
         /// All models dead.
-        Error = Some(5),
+        Error,
         /// None of the above.
-        Running = Some(6),
+        Running,
     }
 }
 
@@ -167,17 +157,17 @@ state_enum! {
     ScenarioState, kind = ResourceKind::Scenario, proto_prefix = "SCENARIO_STATE_",
     {
         /// No record yet: the state on creation.
-        Idle = Some(1),
+        Idle,
         /// A condition is registered.
-        Waiting = Some(2),
+        Waiting,
         /// The condition is met.
-        Satisfied = Some(3),
+        Satisfied,
         /// The policy allowed the action.
-        Allowed = Some(4),
+        Allowed,
         /// The policy denied the action (terminal unless re-arming is allowed).
-        Denied = Some(5),
+        Denied,
         /// The scenario finished (terminal unless re-arming is allowed).
-        Completed = Some(6),
+        Completed,
     }
 }
 
@@ -318,45 +308,6 @@ mod tests {
         ] {
             assert!(ScenarioState::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn proto_numbers_match_the_wire_protocol() {
-        let expect = [
-            (ScenarioState::Idle, 1),
-            (ScenarioState::Waiting, 2),
-            (ScenarioState::Satisfied, 3),
-            (ScenarioState::Allowed, 4),
-            (ScenarioState::Denied, 5),
-            (ScenarioState::Completed, 6),
-        ];
-        for (state, number) in expect {
-            assert_eq!(state.proto_number(), Some(number));
-            assert_eq!(ScenarioState::from_proto_number(number), Some(state));
-        }
-        let packages = [
-            (PackageState::Idle, 1),
-            (PackageState::Paused, 2),
-            (PackageState::Exited, 3),
-            (PackageState::Degraded, 4),
-            (PackageState::Error, 5),
-            (PackageState::Running, 6),
-        ];
-        for (state, number) in packages {
-            assert_eq!(state.proto_number(), Some(number));
-        }
-        let models = [
-            (ModelState::Created, 1),
-            (ModelState::Paused, 2),
-            (ModelState::Exited, 3),
-            (ModelState::Dead, 4),
-            (ModelState::Running, 5),
-        ];
-        for (state, number) in models {
-            assert_eq!(state.proto_number(), Some(number));
-        }
-        assert_eq!(ModelState::from_proto_number(0), None);
-        assert_eq!(ContainerState::Running.proto_number(), None);
     }
 
     #[test]

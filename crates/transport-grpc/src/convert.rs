@@ -15,8 +15,8 @@ use engine::{Delivery, Event, EventFilter, EventKind, Severity};
 use statemachine_core::name::validate;
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{
-    ContainerState, ErrorCode, NodeReport, ReportedContainer, RequestKind, ResourceKind,
-    StateChangeRequest,
+    AnyState, ContainerState, ErrorCode, ModelState, NodeReport, PackageState, ReportedContainer,
+    RequestKind, ResourceKind, ScenarioState, StateChangeRequest,
 };
 use tonic::{Code, Status};
 
@@ -59,6 +59,22 @@ pub fn resource_type(kind: ResourceKind) -> sm::ResourceType {
     }
 }
 
+/// The request kind with the wire's `ResourceType` number; a number the
+/// protocol does not define is kept ([`RequestKind::Unknown`]), so the
+/// answer can name it.
+pub fn request_kind(number: i32) -> RequestKind {
+    match sm::ResourceType::try_from(number) {
+        Ok(sm::ResourceType::Unspecified) => RequestKind::Unspecified,
+        Ok(sm::ResourceType::Scenario) => RequestKind::Scenario,
+        Ok(sm::ResourceType::Package) => RequestKind::Package,
+        Ok(sm::ResourceType::Model) => RequestKind::Model,
+        Ok(sm::ResourceType::Volume) => RequestKind::Volume,
+        Ok(sm::ResourceType::Network) => RequestKind::Network,
+        Ok(sm::ResourceType::Node) => RequestKind::Node,
+        Err(_) => RequestKind::Unknown(number),
+    }
+}
+
 /// The wire's `ResourceType` number of a request kind (unknown numbers are
 /// kept, so a caller can send what it was given).
 pub fn request_kind_number(kind: RequestKind) -> i32 {
@@ -74,11 +90,81 @@ pub fn request_kind_number(kind: RequestKind) -> i32 {
     }
 }
 
+/// The wire's enum number of a state (`ScenarioState`, `PackageState`,
+/// `ModelState`); `None` for a container state, which has no wire enum.
+pub fn state_number(state: AnyState) -> Option<i32> {
+    let number = match state {
+        AnyState::Scenario(state) => i32::from(match state {
+            ScenarioState::Idle => sm::ScenarioState::Idle,
+            ScenarioState::Waiting => sm::ScenarioState::Waiting,
+            ScenarioState::Satisfied => sm::ScenarioState::Satisfied,
+            ScenarioState::Allowed => sm::ScenarioState::Allowed,
+            ScenarioState::Denied => sm::ScenarioState::Denied,
+            ScenarioState::Completed => sm::ScenarioState::Completed,
+        }),
+        AnyState::Package(state) => i32::from(match state {
+            PackageState::Idle => sm::PackageState::Idle,
+            PackageState::Paused => sm::PackageState::Paused,
+            PackageState::Exited => sm::PackageState::Exited,
+            PackageState::Degraded => sm::PackageState::Degraded,
+            PackageState::Error => sm::PackageState::Error,
+            PackageState::Running => sm::PackageState::Running,
+        }),
+        AnyState::Model(state) => i32::from(match state {
+            ModelState::Created => sm::ModelState::Created,
+            ModelState::Paused => sm::ModelState::Paused,
+            ModelState::Exited => sm::ModelState::Exited,
+            ModelState::Dead => sm::ModelState::Dead,
+            ModelState::Running => sm::ModelState::Running,
+        }),
+        AnyState::Container(_) => return None,
+    };
+    Some(number)
+}
+
+/// The state of `kind` with the wire's enum number; `None` for UNSPECIFIED,
+/// numbers the protocol does not define, and containers (no wire enum).
+pub fn state_from_number(kind: ResourceKind, number: i32) -> Option<AnyState> {
+    Some(match kind {
+        ResourceKind::Scenario => {
+            AnyState::Scenario(match sm::ScenarioState::try_from(number).ok()? {
+                sm::ScenarioState::Idle => ScenarioState::Idle,
+                sm::ScenarioState::Waiting => ScenarioState::Waiting,
+                sm::ScenarioState::Satisfied => ScenarioState::Satisfied,
+                sm::ScenarioState::Allowed => ScenarioState::Allowed,
+                sm::ScenarioState::Denied => ScenarioState::Denied,
+                sm::ScenarioState::Completed => ScenarioState::Completed,
+                sm::ScenarioState::Unspecified => return None,
+            })
+        }
+        ResourceKind::Package => {
+            AnyState::Package(match sm::PackageState::try_from(number).ok()? {
+                sm::PackageState::Idle => PackageState::Idle,
+                sm::PackageState::Paused => PackageState::Paused,
+                sm::PackageState::Exited => PackageState::Exited,
+                sm::PackageState::Degraded => PackageState::Degraded,
+                sm::PackageState::Error => PackageState::Error,
+                sm::PackageState::Running => PackageState::Running,
+                sm::PackageState::Unspecified => return None,
+            })
+        }
+        ResourceKind::Model => AnyState::Model(match sm::ModelState::try_from(number).ok()? {
+            sm::ModelState::Created => ModelState::Created,
+            sm::ModelState::Paused => ModelState::Paused,
+            sm::ModelState::Exited => ModelState::Exited,
+            sm::ModelState::Dead => ModelState::Dead,
+            sm::ModelState::Running => ModelState::Running,
+            sm::ModelState::Unspecified => return None,
+        }),
+        ResourceKind::Container => return None,
+    })
+}
+
 /// The managed kind a query's `resource_type` names; `InvalidArgument`
 /// for UNSPECIFIED, unmanaged types (volume, network, node) and numbers the
 /// protocol does not define.
 pub fn query_kind(number: i32) -> Result<ResourceKind, Status> {
-    let kind = RequestKind::from_proto(number);
+    let kind = request_kind(number);
     if let Some(managed) = kind.managed() {
         return Ok(managed);
     }
@@ -256,7 +342,7 @@ pub fn action_error(status: &Status) -> ActionError {
 /// INVALID_REQUEST with a message.
 pub fn state_change_request(change: sm::StateChange) -> StateChangeRequest {
     StateChangeRequest {
-        kind: RequestKind::from_proto(change.resource_type),
+        kind: request_kind(change.resource_type),
         name: change.resource_name,
         current_state: change.current_state,
         target_state: change.target_state,
@@ -420,14 +506,12 @@ pub fn resource_state(view: ResourceView) -> sm::ResourceState {
 
 /// A received `ResourceState` as a view (for clients).
 pub fn resource_view(state: sm::ResourceState) -> Result<ResourceView, ConvertError> {
-    let kind = RequestKind::from_proto(state.resource_type)
-        .managed()
-        .ok_or_else(|| {
-            ConvertError(format!(
-                "resource '{}' has resource_type {}, not a managed type",
-                state.resource_name, state.resource_type
-            ))
-        })?;
+    let kind = request_kind(state.resource_type).managed().ok_or_else(|| {
+        ConvertError(format!(
+            "resource '{}' has resource_type {}, not a managed type",
+            state.resource_name, state.resource_type
+        ))
+    })?;
     Ok(ResourceView {
         kind,
         name: state.resource_name,
@@ -523,7 +607,7 @@ pub fn history_entry(history: sm::StateTransitionHistory) -> HistoryEntry {
 /// types, unmanaged types, unknown filter keys and bad names are
 /// `InvalidArgument`.
 pub fn event_filter(request: &sm::StateChangeSubscriptionRequest) -> Result<EventFilter, Status> {
-    let mut kind = match RequestKind::from_proto(request.resource_type) {
+    let mut kind = match request_kind(request.resource_type) {
         RequestKind::Unspecified => None,
         other => Some(query_kind(request_kind_number(other))?),
     };
@@ -661,7 +745,7 @@ pub fn delivery(event: sm::StateChangeEvent) -> Result<Delivery, ConvertError> {
         ))
     })?;
     let change = event.state_change.unwrap_or_default();
-    let resource_kind = RequestKind::from_proto(change.resource_type)
+    let resource_kind = request_kind(change.resource_type)
         .managed()
         .or_else(|| {
             event

@@ -87,7 +87,7 @@ fn resource_types_have_the_wire_numbers() {
 #[test]
 fn request_kinds_keep_every_number_both_ways() {
     for number in (0..=6).chain(UNDEFINED) {
-        assert_eq!(request_kind_number(RequestKind::from_proto(number)), number);
+        assert_eq!(request_kind_number(request_kind(number)), number);
     }
 }
 
@@ -162,26 +162,74 @@ fn event_types_and_severities_have_the_wire_numbers_both_ways() {
 fn state_enums_have_the_wire_numbers() {
     use statemachine_core::{ModelState, PackageState, ScenarioState};
     for state in ScenarioState::ALL {
-        let wire = sm::ScenarioState::try_from(state.proto_number().unwrap()).unwrap();
+        let wire =
+            sm::ScenarioState::try_from(state_number(AnyState::Scenario(*state)).unwrap()).unwrap();
         assert_eq!(
             wire.as_str_name(),
             format!("SCENARIO_STATE_{}", state.as_str().to_uppercase())
         );
     }
     for state in PackageState::ALL {
-        let wire = sm::PackageState::try_from(state.proto_number().unwrap()).unwrap();
+        let wire =
+            sm::PackageState::try_from(state_number(AnyState::Package(*state)).unwrap()).unwrap();
         assert_eq!(
             wire.as_str_name(),
             format!("PACKAGE_STATE_{}", state.as_str().to_uppercase())
         );
     }
     for state in ModelState::ALL {
-        let wire = sm::ModelState::try_from(state.proto_number().unwrap()).unwrap();
+        let wire =
+            sm::ModelState::try_from(state_number(AnyState::Model(*state)).unwrap()).unwrap();
         assert_eq!(
             wire.as_str_name(),
             format!("MODEL_STATE_{}", state.as_str().to_uppercase())
         );
     }
+}
+
+#[test]
+fn proto_numbers_match_the_wire_protocol() {
+    let expect = [
+        (ScenarioState::Idle, 1),
+        (ScenarioState::Waiting, 2),
+        (ScenarioState::Satisfied, 3),
+        (ScenarioState::Allowed, 4),
+        (ScenarioState::Denied, 5),
+        (ScenarioState::Completed, 6),
+    ];
+    for (state, number) in expect {
+        assert_eq!(state_number(AnyState::Scenario(state)), Some(number));
+        assert_eq!(
+            state_from_number(ResourceKind::Scenario, number),
+            Some(AnyState::Scenario(state))
+        );
+    }
+    let packages = [
+        (PackageState::Idle, 1),
+        (PackageState::Paused, 2),
+        (PackageState::Exited, 3),
+        (PackageState::Degraded, 4),
+        (PackageState::Error, 5),
+        (PackageState::Running, 6),
+    ];
+    for (state, number) in packages {
+        assert_eq!(state_number(AnyState::Package(state)), Some(number));
+    }
+    let models = [
+        (ModelState::Created, 1),
+        (ModelState::Paused, 2),
+        (ModelState::Exited, 3),
+        (ModelState::Dead, 4),
+        (ModelState::Running, 5),
+    ];
+    for (state, number) in models {
+        assert_eq!(state_number(AnyState::Model(state)), Some(number));
+    }
+    assert_eq!(state_from_number(ResourceKind::Model, 0), None);
+    assert_eq!(
+        state_number(AnyState::Container(ContainerState::Running)),
+        None
+    );
 }
 
 #[test]
