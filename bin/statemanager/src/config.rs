@@ -196,10 +196,14 @@ pub struct Options {
     #[arg(long, env = "STATEMANAGER_COMMIT_TIMEOUT", value_name = "DURATION")]
     pub commit_timeout: Option<HumanDuration>,
 
-    /// Transaction chains committing at once: inputs that share no key
-    /// commit concurrently, and the next batch is planned while earlier ones
-    /// commit; 1 commits one batch at a time [default: 4].
-    #[arg(long, env = "STATEMANAGER_MAX_COMMITS_IN_FLIGHT", value_name = "N")]
+    /// Removed: one batch commits at a time (its independent inputs
+    /// concurrently). Kept only to refuse the setting with a clear error.
+    #[arg(
+        long,
+        env = "STATEMANAGER_MAX_COMMITS_IN_FLIGHT",
+        value_name = "N",
+        hide = true
+    )]
     pub max_commits_in_flight: Option<usize>,
 
     /// The longest a unary gRPC request may take; clients may ask for less
@@ -404,10 +408,13 @@ impl Options {
         if let Some(timeout) = self.commit_timeout {
             engine.commit_timeout = positive("--commit-timeout", timeout)?;
         }
-        match self.max_commits_in_flight {
-            Some(0) => bail!("--max-commits-in-flight must be at least 1"),
-            Some(n) => engine.max_commits_in_flight = n,
-            None => {}
+        if self.max_commits_in_flight.is_some() {
+            bail!(
+                "the setting max-commits-in-flight (--max-commits-in-flight, \
+                 STATEMANAGER_MAX_COMMITS_IN_FLIGHT) was removed: one batch commits at a \
+                 time, its independent inputs concurrently; remove it from the command \
+                 line, the environment or the config file"
+            );
         }
 
         let mut serve = ServeOptions::default();
@@ -840,29 +847,16 @@ mod tests {
             resolve(&[], "worker-threads = 4").unwrap().worker_threads,
             Some(4)
         );
-        assert!(
-            error(&["--max-commits-in-flight=0"])
-                .contains("--max-commits-in-flight must be at least 1")
-        );
-        assert_eq!(
-            resolve(&[], "").unwrap().engine.max_commits_in_flight,
-            EngineConfig::default().max_commits_in_flight
-        );
-        assert_eq!(
-            resolve(&["--max-commits-in-flight=1"], "max-commits-in-flight = 8")
-                .unwrap()
-                .engine
-                .max_commits_in_flight,
-            1,
-            "the flag wins over the file"
-        );
-        assert_eq!(
-            resolve(&[], "max-commits-in-flight = 8")
-                .unwrap()
-                .engine
-                .max_commits_in_flight,
-            8
-        );
+        for (args, file) in [
+            (&["--max-commits-in-flight=1"][..], ""),
+            (&[][..], "max-commits-in-flight = 8"),
+        ] {
+            let message = format!("{:#}", resolve(args, file).unwrap_err());
+            assert!(
+                message.contains("max-commits-in-flight") && message.contains("was removed"),
+                "{message}"
+            );
+        }
         assert!(error(&["--request-timeout=0s"]).contains("longer than 0s"));
         assert!(matches!(
             resolve(&["--store=etcd", "--etcd-endpoints=http://a:2379"], "")

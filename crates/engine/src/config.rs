@@ -25,10 +25,6 @@ pub struct EngineConfig {
     pub max_batch_containers: usize,
     /// Operations one store transaction may hold (etcd's `--max-txn-ops`, 128).
     pub max_txn_ops: usize,
-    /// Chains of transactions committing at once (default 1). Inputs that
-    /// share no key commit concurrently; the next batch is planned while
-    /// earlier ones commit. 1 commits one batch at a time.
-    pub max_commits_in_flight: usize,
     /// Commands waiting for the engine at most; callers beyond wait.
     pub queue_capacity: usize,
     /// How long a commit may take before the inputs are answered "unavailable".
@@ -57,7 +53,6 @@ impl Default for EngineConfig {
             max_batch_inputs: 256,
             max_batch_containers: 4096,
             max_txn_ops: 128,
-            max_commits_in_flight: 1,
             queue_capacity: 4096,
             commit_timeout: Duration::from_secs(5),
             max_guard_retries: 5,

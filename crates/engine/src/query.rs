@@ -1,14 +1,18 @@
-//! History reads, served from the store (history is not cached).
+//! Queries: the state of a resource and listings, answered from the
+//! owner's cache (committed states only: the owner answers queries when no
+//! commit is in flight), and history reads, served from the store (history
+//! is not cached).
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use state_store::{StateStore, get_all};
-use statemachine_core::ResourceKind;
 use statemachine_core::keys::Bookkeeping;
 use statemachine_core::record::HistoryEntry;
+use statemachine_core::{AnyState, ResourceKind, Snapshot};
 
-use crate::api::{EngineError, HistoryQuery};
+use crate::api::{EngineError, HistoryQuery, ResourceView};
 
 /// The default number of history entries a query returns.
 pub const DEFAULT_HISTORY_LIMIT: usize = 100;
@@ -57,5 +61,106 @@ impl HistoryReader {
         };
         let skip = entries.len().saturating_sub(limit);
         Ok(entries.into_iter().skip(skip).map(|(_, e)| e).collect())
+    }
+}
+
+/// The cache a query reads: the snapshot and when each resource last
+/// changed since start-up.
+pub(crate) struct Cache<'a> {
+    pub(crate) snapshot: &'a Snapshot,
+    pub(crate) last_change: &'a HashMap<(ResourceKind, String), i64>,
+}
+
+impl Cache<'_> {
+    pub(crate) fn view(&self, kind: ResourceKind, name: &str) -> Option<ResourceView> {
+        let topology = self.snapshot.topology();
+        let (state, generation) = match self.snapshot.state(kind, name) {
+            Some(state) => (
+                state.as_str().to_owned(),
+                self.snapshot.revision(kind, name),
+            ),
+            None => {
+                // WIRE-PROTOCOL: defaults for never-seen but known resources.
+                let default = match kind {
+                    ResourceKind::Scenario => Some("Idle"),
+                    ResourceKind::Package => topology.package(name).map(|_| "Idle"),
+                    ResourceKind::Model => topology.is_model_referenced(name).then_some("Created"),
+                    ResourceKind::Container => None,
+                };
+                (default?.to_owned(), 0)
+            }
+        };
+        let mut metadata = BTreeMap::new();
+        match kind {
+            ResourceKind::Scenario => {
+                if let Some(target) = topology.scenario(name).and_then(|d| d.target.as_ref()) {
+                    metadata.insert("target".to_owned(), target.to_string());
+                }
+            }
+            ResourceKind::Package => {
+                if let Some(scenario) = topology.scenario_of(name) {
+                    metadata.insert("scenario".to_owned(), scenario.clone());
+                }
+                let models: Vec<&str> = topology.models_of(name).map(|m| m.as_str()).collect();
+                if !models.is_empty() {
+                    metadata.insert("models".to_owned(), models.join(","));
+                }
+            }
+            ResourceKind::Model => {
+                let packages: Vec<&str> = topology.packages_of(name).map(String::as_str).collect();
+                if !packages.is_empty() {
+                    metadata.insert("packages".to_owned(), packages.join(","));
+                }
+            }
+            ResourceKind::Container => {}
+        }
+        Some(ResourceView {
+            kind,
+            name: name.to_owned(),
+            state,
+            last_transition_ns: self.last_change.get(&(kind, name.to_owned())).copied(),
+            generation: generation.max(0),
+            metadata,
+        })
+    }
+
+    pub(crate) fn list(
+        &self,
+        kind: ResourceKind,
+        state: Option<&str>,
+        limit: usize,
+    ) -> (Vec<ResourceView>, usize) {
+        let wanted = state.and_then(|s| AnyState::parse(kind, s).ok());
+        if state.is_some() && wanted.is_none() {
+            return (Vec::new(), 0);
+        }
+        let mut names: Vec<String> = self
+            .snapshot
+            .states(kind)
+            .into_iter()
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        // Defined resources without a key have their default state.
+        let topology = self.snapshot.topology();
+        match kind {
+            ResourceKind::Scenario => {
+                names.extend(topology.scenarios().map(|d| d.name.to_string()))
+            }
+            ResourceKind::Package => names.extend(topology.packages().map(|d| d.name.to_string())),
+            ResourceKind::Model => names.extend(topology.models().map(|d| d.name.to_string())),
+            ResourceKind::Container => {}
+        }
+        names.sort_unstable();
+        names.dedup();
+        let mut views: Vec<ResourceView> = names
+            .iter()
+            .filter_map(|name| self.view(kind, name))
+            .filter(|v| wanted.is_none_or(|w| w.as_str() == v.state))
+            .collect();
+        let total = views.len();
+        if limit > 0 {
+            views.truncate(limit);
+        }
+        (views, total)
     }
 }

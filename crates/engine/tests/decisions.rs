@@ -381,9 +381,6 @@ async fn a_burst_of_reports_is_batched_within_the_container_budget() {
     let store: Arc<dyn StateStore> = Arc::new(store);
     let mut config = config();
     config.max_batch_containers = 3;
-    // One commit at a time: the mock runs its closures under a lock, so a
-    // second commit would wait for the held one on a runtime worker.
-    config.max_commits_in_flight = 1;
     let (engine, _) = start(store, config).await;
     let h = engine.handle();
     let two = |node: String| {

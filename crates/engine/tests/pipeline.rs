@@ -1,6 +1,6 @@
-//! The commit pipeline: inputs that share no key commit concurrently, an
-//! input that depends on a commit in flight waits for it, a failed chain
-//! leaves the others alone, and queries never see an uncommitted state.
+//! The commit pipeline: one batch at a time, the inputs of a batch that
+//! share no key committed as concurrent chains, bottom-up, and a failed
+//! chain leaves the others alone.
 //!
 //! The store is a `MemoryStore` behind a gate that can hold, and fail, the
 //! transactions that touch a chosen key.
@@ -144,12 +144,6 @@ impl StateStore for GatedStore {
     }
 }
 
-fn pipelined(max: usize) -> engine::EngineConfig {
-    let mut config = config();
-    config.max_commits_in_flight = max;
-    config
-}
-
 async fn state_of(h: &engine::EngineHandle, name: &str) -> (String, i64) {
     let view = h
         .get_state(ResourceKind::Scenario, name)
@@ -159,50 +153,12 @@ async fn state_of(h: &engine::EngineHandle, name: &str) -> (String, i64) {
     (view.state, view.generation)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn independent_changes_commit_while_another_is_in_flight() {
+// Paused time: the sleep returns once every task is idle, i.e. when the
+// engine has done all it could with the commit held.
+#[tokio::test(start_paused = true)]
+async fn with_a_commit_in_flight_the_next_batch_waits() {
     let store = GatedStore::new();
-    let (engine, _) = start(store.clone(), pipelined(2)).await;
-    let h = engine.handle();
-    store.hold("/scenario/slow/");
-    let slow = tokio::spawn({
-        let h = h.clone();
-        async move { h.change_state(scenario("slow", "Idle", "Waiting")).await }
-    });
-    store.until_held(1).await;
-
-    let fast = tokio::time::timeout(
-        Duration::from_secs(2),
-        h.change_state(scenario("fast", "Idle", "Waiting")),
-    )
-    .await
-    .expect("an independent change is not held back by the commit in flight");
-    assert_success(fast.code, &fast.message);
-    assert_eq!(
-        value(store.as_ref(), "/scenario/fast/state")
-            .await
-            .as_deref(),
-        Some("Waiting")
-    );
-    assert!(!slow.is_finished(), "the held commit is still in flight");
-    assert_eq!(value(store.as_ref(), "/scenario/slow/state").await, None);
-
-    store.open();
-    let slow = slow.await.unwrap();
-    assert_success(slow.code, &slow.message);
-    assert_eq!(
-        value(store.as_ref(), "/scenario/slow/state")
-            .await
-            .as_deref(),
-        Some("Waiting")
-    );
-    engine.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_one_commit_in_flight_the_next_batch_waits() {
-    let store = GatedStore::new();
-    let (engine, _) = start(store.clone(), pipelined(1)).await;
+    let (engine, _) = start(store.clone(), config()).await;
     let h = engine.handle();
     store.hold("/scenario/slow/");
     let slow = tokio::spawn({
@@ -216,6 +172,7 @@ async fn with_one_commit_in_flight_the_next_batch_waits() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!fast.is_finished(), "one batch at a time");
+    assert_eq!(value(store.as_ref(), "/scenario/fast/state").await, None);
     store.open();
     assert_success(slow.await.unwrap().code, "slow");
     assert_success(fast.await.unwrap().code, "fast");
@@ -223,91 +180,49 @@ async fn with_one_commit_in_flight_the_next_batch_waits() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_on_a_key_in_flight_waits_and_queries_see_only_committed_states() {
-    let store = GatedStore::new();
-    let (engine, _) = start(store.clone(), pipelined(4)).await;
-    let h = engine.handle();
-    store.hold("/scenario/s/");
-    let first = tokio::spawn({
-        let h = h.clone();
-        async move { h.change_state(scenario("s", "Idle", "Waiting")).await }
-    });
-    store.until_held(1).await;
-    // The uncommitted Waiting is not visible.
-    assert_eq!(state_of(&h, "s").await, ("Idle".to_owned(), 0));
-    let (views, _) = h.list(ResourceKind::Scenario, None, 0).await.unwrap();
-    assert!(
-        views.iter().all(|v| v.name != "s" || v.state == "Idle"),
-        "{views:?}"
-    );
-
-    // The next step of the same scenario rests on the commit in flight:
-    // it waits for it (and is not held by the gate itself: it is not sent).
-    let second = tokio::spawn({
-        let h = h.clone();
-        async move { h.change_state(scenario("s", "Waiting", "Satisfied")).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !second.is_finished(),
-        "it waits for the commit it depends on"
-    );
-    assert_eq!(store.held_now.load(Ordering::SeqCst), 1);
-    // An independent change still goes through meanwhile.
-    let other = tokio::time::timeout(
-        Duration::from_secs(2),
-        h.change_state(scenario("other", "Idle", "Waiting")),
-    )
-    .await
-    .expect("not held back");
-    assert_success(other.code, &other.message);
-
-    store.open();
-    assert_success(first.await.unwrap().code, "first");
-    let second = second.await.unwrap();
-    assert_success(second.code, &second.message);
-    assert_eq!(state_of(&h, "s").await.0, "Satisfied");
-    let history = h
-        .history(ResourceKind::Scenario, "s", engine::HistoryQuery::default())
-        .await
-        .unwrap();
-    let chain: Vec<_> = history.iter().map(|e| e.to.clone().unwrap()).collect();
-    assert_eq!(chain, ["Waiting", "Satisfied"]);
-    engine.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_chain_leaves_the_chains_beside_it_alone() {
     let store = GatedStore::new();
-    let (engine, _) = start(store.clone(), pipelined(2)).await;
+    let (engine, _) = start(store.clone(), config()).await;
     let h = engine.handle();
-    store.fail_held.store(true, Ordering::SeqCst);
-    store.hold("/scenario/doomed/");
-    let doomed = tokio::spawn({
+    // Hold a first commit so that the next two inputs form one batch: a
+    // report too large for one transaction (a chain of its own) and a change.
+    store.hold("/scenario/gate/");
+    let gate = tokio::spawn({
         let h = h.clone();
-        async move { h.change_state(scenario("doomed", "Idle", "Waiting")).await }
+        async move { h.change_state(scenario("gate", "Idle", "Waiting")).await }
     });
     store.until_held(1).await;
-    let fine = tokio::time::timeout(
-        Duration::from_secs(2),
-        h.change_state(scenario("fine", "Idle", "Waiting")),
-    )
-    .await
-    .expect("not held back");
+    let doomed = tokio::spawn({
+        let h = h.clone();
+        async move { h.report_containers(wide_report("nd", 70)).await }
+    });
+    let fine = tokio::spawn({
+        let h = h.clone();
+        async move { h.change_state(scenario("fine", "Idle", "Waiting")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    store.hold("/container/model-nd-");
+    store.release_held();
+    assert_success(gate.await.unwrap().code, "gate");
+    store.until_held(1).await;
+    let fine = fine.await.unwrap();
     assert_success(fine.code, &fine.message);
-
+    store.fail_held.store(true, Ordering::SeqCst);
     store.open();
     let doomed = doomed.await.unwrap();
     assert_eq!(doomed.code, ErrorCode::ResourceUnavailable, "{doomed:?}");
-    assert_eq!(state_of(&h, "doomed").await, ("Idle".to_owned(), 0));
     assert_eq!(state_of(&h, "fine").await.0, "Waiting");
-    assert_eq!(value(store.as_ref(), "/scenario/doomed/state").await, None);
+    assert_eq!(value(store.as_ref(), "/model/nd-0/state").await, None);
 
-    // Nothing of the failed chain is left pending: the same change now
-    // goes through, and so does the next step of the other scenario.
+    // Nothing of the failed chain is left pending: the same report now
+    // goes through, and so does the next step of the scenario.
     store.fail_held.store(false, Ordering::SeqCst);
-    let again = h.change_state(scenario("doomed", "Idle", "Waiting")).await;
+    let again = h.report_containers(wide_report("nd", 70)).await;
     assert_success(again.code, &again.message);
+    assert_eq!(
+        value(store.as_ref(), "/model/nd-0/state").await.as_deref(),
+        Some("Running")
+    );
     let next = h
         .change_state(scenario("fine", "Waiting", "Satisfied"))
         .await;
@@ -328,8 +243,7 @@ fn wide_report(node: &str, n: usize) -> statemachine_core::NodeReport {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn independent_large_inputs_of_one_batch_commit_as_concurrent_chains_bottom_up() {
     let store = GatedStore::new();
-    // One batch at a time: the concurrency is within the batch.
-    let (engine, _) = start(store.clone(), pipelined(1)).await;
+    let (engine, _) = start(store.clone(), config()).await;
     let h = engine.handle();
     // Hold a first commit so that both reports queue into one batch.
     store.hold("/scenario/gate/");

@@ -28,8 +28,9 @@ impl Owner {
     pub(super) async fn check_outbox(&mut self) -> Result<OutboxCheck, StoreError> {
         let page = self.config.load_page_size;
         let timeout = self.config.commit_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let (kvs, _) = all_within(
-            timeout,
+            deadline,
             "outbox read",
             [get_all(
                 self.store.as_ref(),
@@ -58,12 +59,7 @@ impl Owner {
             .states(ResourceKind::Package)
             .into_iter()
             .filter(|(name, _)| !with_record.contains(name))
-            .map(|(name, _)| {
-                (
-                    name.to_owned(),
-                    self.committed_state(ResourceKind::Package, name).0,
-                )
-            })
+            .map(|(name, state)| (name.to_owned(), Some(state)))
             .filter_map(|(name, state)| match state {
                 Some(AnyState::Package(state))
                     if self.config.core.reconcile_on.contains(&state) =>
@@ -82,7 +78,7 @@ impl Owner {
         }
 
         let (markers, _) = all_within(
-            timeout,
+            deadline,
             "delivery read",
             [get_all(
                 self.store.as_ref(),
@@ -107,7 +103,7 @@ impl Owner {
             let store = self.store.clone();
             async move { get_all(store.as_ref(), &prefix, 1000).await }
         });
-        let histories = all_within(timeout, "history read", reads).await?;
+        let histories = all_within(deadline, "history read", reads).await?;
         let now = self.clock.now_ns();
         let mut written = Vec::new();
         for ((package, state), history) in failed.iter().zip(histories) {

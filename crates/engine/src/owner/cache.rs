@@ -1,0 +1,315 @@
+//! The cache: loaded from the store at start-up, fed by the store's watches
+//! (definitions, states written by others, node records), re-listed when a
+//! watch breaks.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::SelectAll;
+use state_store::{StoreError, WatchEvent, WatchStream, get_all};
+use statemachine_core::definition::DefinitionKind;
+use statemachine_core::keys::{Bookkeeping, parse_state_key, state_prefix};
+use statemachine_core::record::NodeRecord;
+use statemachine_core::{Affected, ResourceKind, is_pending};
+
+use super::Owner;
+use super::commit::{Queued, all_within};
+use super::publish::Pending;
+use crate::metrics::inc;
+use crate::outbox::OutboxItem;
+use tokio::time::Instant;
+
+/// The merged watch streams (kept outside `Owner`: streams are not `Sync`).
+pub(crate) type Watches =
+    SelectAll<futures::stream::BoxStream<'static, (Feed, Result<WatchEvent, StoreError>)>>;
+
+/// Which part of the cache a store key feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Feed {
+    Definitions(DefinitionKind),
+    States(ResourceKind),
+    Nodes,
+}
+
+/// A broken watch waiting to be re-listed.
+pub(super) struct Resync {
+    feed: Feed,
+    due: Instant,
+    delay: Duration,
+}
+
+const FIRST_RESYNC_DELAY: Duration = Duration::from_millis(100);
+const MAX_RESYNC_DELAY: Duration = Duration::from_secs(10);
+
+/// The prefixes the cache is fed from.
+pub(super) fn feeds(keys: &Bookkeeping) -> Vec<(Feed, String)> {
+    let mut feeds: Vec<(Feed, String)> = DefinitionKind::ALL
+        .iter()
+        .map(|k| (Feed::Definitions(*k), k.key_prefix().to_owned()))
+        .collect();
+    feeds.extend(
+        ResourceKind::ALL
+            .iter()
+            .map(|k| (Feed::States(*k), state_prefix(*k))),
+    );
+    feeds.push((Feed::Nodes, keys.nodes_prefix()));
+    feeds
+}
+
+impl Owner {
+    /// Loads the cache from the store, starts the watches and returns the
+    /// pending outbox records (STATE-MACHINES / ARCHITECTURE: restart is recovery).
+    pub(crate) async fn load(&mut self) -> Result<(Vec<OutboxItem>, Watches), StoreError> {
+        let start = self.store.revision().await?;
+        let now = self.clock.now_ns();
+        let mut affected = Affected::default();
+        for (feed, prefix) in feeds(&self.keys) {
+            let (kvs, _) =
+                get_all(self.store.as_ref(), &prefix, self.config.load_page_size).await?;
+            for kv in kvs {
+                affected.extend(self.feed_put(feed, &kv.key, &kv.value, kv.mod_revision));
+            }
+        }
+        // Silence is measured from the restart for nodes known before it.
+        let nodes: Vec<String> = self.snapshot.nodes().map(|(n, _)| n.clone()).collect();
+        for node in nodes {
+            self.snapshot.mark_seen(&node, now);
+            self.metrics.node_seen(&node, now);
+        }
+        self.last_tick_ns = now;
+        let mut watches = Watches::new();
+        for (feed, prefix) in feeds(&self.keys) {
+            watches.push(self.watch(feed, prefix, start + 1).await?);
+        }
+        // Definitions written while the StateManager was down: initial states.
+        if !affected.is_empty() {
+            self.held
+                .push_back(Queued::new(Pending::Reevaluate(affected)));
+        }
+        self.held.push_back(Queued::new(Pending::Tick));
+        self.settle().await;
+        // After the re-evaluation: packages that entered a reconcile state
+        // while the StateManager was down have their records by now.
+        let pending = self.check_outbox().await?.pending;
+        Ok((pending, watches))
+    }
+
+    async fn watch(
+        &self,
+        feed: Feed,
+        prefix: String,
+        from: i64,
+    ) -> Result<
+        futures::stream::BoxStream<'static, (Feed, Result<WatchEvent, StoreError>)>,
+        StoreError,
+    > {
+        let stream: WatchStream = self.store.watch(&prefix, from).await?;
+        Ok(stream.map(move |item| (feed, item)).boxed())
+    }
+
+    /// Applies a key read from the store to the cache; returns what a
+    /// definition change affects.
+    pub(super) fn feed_put(
+        &mut self,
+        feed: Feed,
+        key: &str,
+        value: &[u8],
+        revision: i64,
+    ) -> Affected {
+        match feed {
+            Feed::Definitions(_) => {
+                let text = String::from_utf8_lossy(value);
+                match self.snapshot.update_definition(key, Some(&text)) {
+                    Ok(affected) => affected,
+                    Err(error) => {
+                        inc(&self.metrics.bad_definitions);
+                        tracing::warn!(%key, %error, "skipping a definition that does not parse");
+                        Affected::default()
+                    }
+                }
+            }
+            Feed::States(_) => {
+                let Some((kind, name)) = parse_state_key(key) else {
+                    return Affected::default();
+                };
+                let known = self.snapshot.revision(kind, name);
+                if is_pending(known) || (known != 0 && known >= revision) {
+                    return Affected::default();
+                }
+                let text = String::from_utf8_lossy(value);
+                if let Err(error) = self.snapshot.load_state(kind, name, &text, revision) {
+                    tracing::warn!(%key, %error, "ignoring a state value that does not parse");
+                }
+                Affected::default()
+            }
+            Feed::Nodes => {
+                let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) else {
+                    return Affected::default();
+                };
+                let known = self.snapshot.node(node).map_or(0, |e| e.revision);
+                if is_pending(known) || (known != 0 && known >= revision) {
+                    return Affected::default();
+                }
+                match NodeRecord::decode(value) {
+                    Ok(record) => self.snapshot.load_node(node, record, revision),
+                    Err(error) => {
+                        tracing::warn!(%key, %error, "ignoring a node record that does not parse")
+                    }
+                }
+                Affected::default()
+            }
+        }
+    }
+
+    pub(super) fn feed_delete(&mut self, feed: Feed, key: &str, revision: i64) -> Affected {
+        match feed {
+            Feed::Definitions(_) => self
+                .snapshot
+                .update_definition(key, None)
+                .unwrap_or_default(),
+            Feed::States(_) => {
+                if let Some((kind, name)) = parse_state_key(key) {
+                    let known = self.snapshot.revision(kind, name);
+                    if !is_pending(known) && known < revision {
+                        self.snapshot.remove_state(kind, name);
+                    }
+                }
+                Affected::default()
+            }
+            Feed::Nodes => {
+                if let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) {
+                    let known = self.snapshot.node(node).map_or(0, |e| e.revision);
+                    if !is_pending(known) && known < revision {
+                        self.snapshot.remove_node(node);
+                    }
+                }
+                Affected::default()
+            }
+        }
+    }
+
+    /// Re-lists a prefix whose watch broke (compaction, a lost connection)
+    /// and watches it again, in one attempt within `commit_timeout`; when it
+    /// fails, the attempt is scheduled again with backoff (the owner goes on
+    /// answering meanwhile).
+    pub(super) async fn resync(&mut self, feed: Feed, watches: &mut Watches) {
+        let Some((_, prefix)) = feeds(&self.keys).into_iter().find(|(f, _)| *f == feed) else {
+            return;
+        };
+        let deadline = Instant::now() + self.config.commit_timeout;
+        let listed = all_within(
+            deadline,
+            "re-list",
+            [get_all(
+                self.store.as_ref(),
+                &prefix,
+                self.config.load_page_size,
+            )],
+        )
+        .await
+        .and_then(|mut results| results.remove(0));
+        let error = match listed {
+            Ok((kvs, revision)) => {
+                let mut affected = Affected::default();
+                for kv in &kvs {
+                    affected.extend(self.feed_put(feed, &kv.key, &kv.value, kv.mod_revision));
+                }
+                affected.extend(self.forget_missing(feed, &kvs));
+                if !affected.is_empty() {
+                    self.held
+                        .push_back(Queued::new(Pending::Reevaluate(affected)));
+                }
+                if feed == Feed::States(ResourceKind::Package) {
+                    self.outbox_check_due = true;
+                }
+                match self.watch(feed, prefix.clone(), revision + 1).await {
+                    Ok(stream) => {
+                        watches.push(stream);
+                        self.resyncs.retain(|r| r.feed != feed);
+                        tracing::info!(%prefix, "watch re-established after a re-list");
+                        return;
+                    }
+                    Err(error) => error,
+                }
+            }
+            Err(error) => error,
+        };
+        let delay = match self.resyncs.iter().find(|r| r.feed == feed) {
+            Some(r) => (r.delay * 2).min(MAX_RESYNC_DELAY),
+            None => FIRST_RESYNC_DELAY,
+        };
+        tracing::warn!(%prefix, %error, ?delay, "re-list failed; retrying");
+        self.resyncs.retain(|r| r.feed != feed);
+        self.resyncs.push(Resync {
+            feed,
+            due: Instant::now() + delay,
+            delay,
+        });
+    }
+
+    /// The re-list due first, if any.
+    pub(super) fn next_resync(&self) -> Option<(Feed, Instant)> {
+        self.resyncs
+            .iter()
+            .min_by_key(|r| r.due)
+            .map(|r| (r.feed, r.due))
+    }
+
+    /// After a re-list: forgets definitions that no longer exist.
+    fn forget_missing(&mut self, feed: Feed, kvs: &[state_store::KeyValue]) -> Affected {
+        let mut affected = Affected::default();
+        if let Feed::Definitions(kind) = feed {
+            let present: std::collections::HashSet<&str> =
+                kvs.iter().map(|kv| kv.key.as_str()).collect();
+            let known: Vec<String> = match kind {
+                DefinitionKind::Scenario => self
+                    .snapshot
+                    .topology()
+                    .scenarios()
+                    .map(|d| d.name.to_string())
+                    .collect(),
+                DefinitionKind::Package => self
+                    .snapshot
+                    .topology()
+                    .packages()
+                    .map(|d| d.name.to_string())
+                    .collect(),
+                DefinitionKind::Model => self
+                    .snapshot
+                    .topology()
+                    .models()
+                    .map(|d| d.name.to_string())
+                    .collect(),
+            };
+            for name in known {
+                let key = format!("{}{name}", kind.key_prefix());
+                if !present.contains(key.as_str()) {
+                    affected.extend(
+                        self.snapshot
+                            .update_definition(&key, None)
+                            .unwrap_or_default(),
+                    );
+                }
+            }
+        }
+        affected
+    }
+
+    /// Forgets a key the store no longer has (or that must be read again).
+    pub(super) fn forget(&mut self, feed: Feed, key: &str) {
+        match feed {
+            Feed::States(_) => {
+                if let Some((kind, name)) = parse_state_key(key) {
+                    self.snapshot.remove_state(kind, name);
+                }
+            }
+            Feed::Nodes => {
+                if let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) {
+                    let node = node.to_owned();
+                    self.snapshot.remove_node(&node);
+                }
+            }
+            Feed::Definitions(_) => {}
+        }
+    }
+}
