@@ -13,6 +13,12 @@
 //! in [`Plan::depends_on`], so the engine can tell inputs that may commit
 //! concurrently (no dependency) from those that must wait for, or commit
 //! after, the plan they read.
+//!
+//! Which resources are known, and the default state of one without a
+//! record, are decided in one place: [`Snapshot::default_state`] and
+//! [`Snapshot::is_known`].
+
+mod known;
 
 use std::collections::BTreeSet;
 

@@ -171,6 +171,21 @@ state_enum! {
     }
 }
 
+impl ModelState {
+    /// A model's state before its first record (STATE-MACHINES §2).
+    pub const INITIAL: ModelState = ModelState::Created;
+}
+
+impl PackageState {
+    /// A package's state before its first record (STATE-MACHINES §3).
+    pub const INITIAL: PackageState = PackageState::Idle;
+}
+
+impl ScenarioState {
+    /// A scenario's state before its first record (STATE-MACHINES §4).
+    pub const INITIAL: ScenarioState = ScenarioState::Idle;
+}
+
 /// A state of any kind, tagged with its kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AnyState {
@@ -197,13 +212,15 @@ impl AnyState {
 
     /// The state a resource of `kind` has before it has a record: a
     /// scenario or package is Idle, a model Created (STATE-MACHINES §2–§4).
-    /// Containers have none: they exist only as reported.
+    /// Containers have none: they exist only as reported. Whether a given
+    /// resource without a record has it is
+    /// [`Snapshot::default_state`](crate::Snapshot::default_state).
     pub fn initial(kind: ResourceKind) -> Option<AnyState> {
         match kind {
             ResourceKind::Container => None,
-            ResourceKind::Model => Some(AnyState::Model(ModelState::Created)),
-            ResourceKind::Package => Some(AnyState::Package(PackageState::Idle)),
-            ResourceKind::Scenario => Some(AnyState::Scenario(ScenarioState::Idle)),
+            ResourceKind::Model => Some(AnyState::Model(ModelState::INITIAL)),
+            ResourceKind::Package => Some(AnyState::Package(PackageState::INITIAL)),
+            ResourceKind::Scenario => Some(AnyState::Scenario(ScenarioState::INITIAL)),
         }
     }
 

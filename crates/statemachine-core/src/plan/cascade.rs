@@ -381,9 +381,11 @@ impl<'a> Cascade<'a> {
             if topology.package(package).is_none() {
                 continue;
             }
+            // §3: a listed model is referenced, so it has a default state
+            // (`Snapshot::default_state`): never observed, it counts as Created.
             let models: ModelSet = topology
                 .models_of(package)
-                .map(|m| self.model(m.as_str()).unwrap_or(ModelState::Created))
+                .map(|m| self.model(m.as_str()).unwrap_or(ModelState::INITIAL))
                 .collect();
             self.set_package(package, models.package_state(), Reason::Derived);
         }

@@ -23,7 +23,7 @@ use crate::error::{ErrorCode, Rejection};
 use crate::name::ResourceKind;
 use crate::record::{NodeRecord, OutboxRecord};
 use crate::snapshot::{Revision, Snapshot, Tag, duration_ns, pending_tag};
-use crate::state::{AnyState, PackageState, ScenarioState};
+use crate::state::{AnyState, PackageState};
 use crate::topology::{Affected, ModelSource};
 use cascade::Cascade;
 use report::plan_report;
@@ -267,16 +267,19 @@ fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Pla
     cascade.evaluate_models(evaluate);
     // A new Package/ definition is evaluated (Idle while its models are Created).
     cascade.evaluate_packages(affected.packages.iter().map(String::as_str));
-    // ETCD-CONTRACT: a new Scenario/ definition without a state key starts
-    // Idle (written last: bottom-up).
+    // ETCD-CONTRACT: a new Scenario/ definition without a state key gets
+    // its default state, Idle (written last: bottom-up).
     for scenario in &affected.scenarios {
         cascade.note(s.revision(ResourceKind::Scenario, scenario));
-        if s.topology.scenario(scenario).is_some() && !s.scenarios.contains_key(scenario) {
+        if s.topology.scenario(scenario).is_some()
+            && !s.scenarios.contains_key(scenario)
+            && let Some(initial) = s.default_state(ResourceKind::Scenario, scenario)
+        {
             cascade.push(
                 ResourceKind::Scenario,
                 scenario,
                 None,
-                Some(AnyState::Scenario(ScenarioState::Idle)),
+                Some(initial),
                 Reason::Defined,
             );
         }

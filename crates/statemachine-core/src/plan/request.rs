@@ -7,7 +7,7 @@ use crate::error::ErrorCode;
 use crate::input::{RequestKind, StateChangeRequest};
 use crate::name::{ResourceKind, validate};
 use crate::snapshot::Snapshot;
-use crate::state::{AnyState, ModelState, PackageState, ScenarioState};
+use crate::state::AnyState;
 use crate::transition::{
     MODEL_EDGES, PACKAGE_EDGES, is_documented_model_edge, is_documented_package_edge,
 };
@@ -82,27 +82,16 @@ pub(super) fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest,
         );
     }
 
-    let known = s.state(kind, name).is_some()
-        || match kind {
-            ResourceKind::Scenario => true,
-            ResourceKind::Package => s.topology.package(name).is_some(),
-            ResourceKind::Model => {
-                s.topology.is_model_referenced(name) || s.model_index.contains_key(name)
-            }
-            ResourceKind::Container => false,
-        };
-    if !known {
+    // §5: the transition starts from the recorded state, or else from the
+    // default state; a resource with neither is not known
+    // (`Snapshot::is_known`).
+    let Some(from) = s.state_or_default(kind, name) else {
         return reject(
             ErrorCode::ResourceNotFound,
             format!("{kind} '{name}' is not known"),
             "it has no definition and no recorded state",
         );
-    }
-    let from = s.state(kind, name).unwrap_or(match kind {
-        ResourceKind::Package => AnyState::Package(PackageState::Idle),
-        ResourceKind::Model => AnyState::Model(ModelState::Created),
-        _ => AnyState::Scenario(ScenarioState::Idle),
-    });
+    };
 
     let mut note = String::new();
     if let Some(claimed) = claimed
