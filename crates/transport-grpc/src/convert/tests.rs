@@ -4,9 +4,23 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
+use engine::{ActionError, OffloadAnswer, ReconcileRequest};
+use engine::{ChangeAnswer, EngineError, HistoryQuery, ReportAnswer, ResourceView};
+use engine::{Delivery, Event, EventFilter, EventKind, Severity};
 use proptest::prelude::*;
+use statemachine_core::record::HistoryEntry;
+use statemachine_core::{
+    AnyState, ContainerState, ErrorCode, ModelState, PackageState, RequestKind, ResourceKind,
+    ScenarioState,
+};
+use tonic::{Code, Status};
 
 use super::*;
+use crate::proto::actioncontroller as ac;
+use crate::proto::monitoringserver as ms;
+use crate::proto::statemanager as sm;
 
 const ALL_CODES: [ErrorCode; 12] = [
     ErrorCode::Success,
