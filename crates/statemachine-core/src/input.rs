@@ -18,9 +18,9 @@ pub enum RequestKind {
     Unspecified,
     /// A scenario.
     Scenario,
-    /// A package (direct update, seed 004).
+    /// A package (its state set directly, STATE-MACHINES §5).
     Package,
-    /// A model (direct update, seed 004).
+    /// A model (its state set directly, STATE-MACHINES §5).
     Model,
     /// A volume: not managed.
     Volume,

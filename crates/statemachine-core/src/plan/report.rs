@@ -100,7 +100,8 @@ pub(super) fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64)
         });
     };
     // Entries equal to the stored record's; the record is rewritten only
-    // when something differs (W3: quiet reports write nothing).
+    // when something differs, so a node's periodic report of unchanged
+    // containers writes nothing to the store.
     let mut same = 0usize;
     let mut changed = false;
     // Previous entries seen again; when all are, none vanished.
