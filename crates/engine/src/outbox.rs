@@ -1,7 +1,7 @@
 //! The outbox worker: delivers reconcile requests committed with the
 //! package state that caused them, with exponential backoff (reset on
 //! success) and jitter, deletes each record once the ActionController took
-//! it, and follows the recovery strategy of seed 003: when the package is
+//! it, and follows the recovery strategy: when the package is
 //! still in Error after the reconcile, ask again a bounded number of times,
 //! then escalate instead of looping forever. It never blocks the owner task.
 

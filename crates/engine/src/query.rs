@@ -74,22 +74,13 @@ pub(crate) struct Cache<'a> {
 impl Cache<'_> {
     pub(crate) fn view(&self, kind: ResourceKind, name: &str) -> Option<ResourceView> {
         let topology = self.snapshot.topology();
+        // A known resource without a record has its default state
+        // (statemachine-core: one rule for planning and queries).
         let (state, generation) = match self.snapshot.state(kind, name) {
-            Some(state) => (
-                state.as_str().to_owned(),
-                self.snapshot.revision(kind, name),
-            ),
-            None => {
-                // WIRE-PROTOCOL: defaults for never-seen but known resources.
-                let default = match kind {
-                    ResourceKind::Scenario => Some("Idle"),
-                    ResourceKind::Package => topology.package(name).map(|_| "Idle"),
-                    ResourceKind::Model => topology.is_model_referenced(name).then_some("Created"),
-                    ResourceKind::Container => None,
-                };
-                (default?.to_owned(), 0)
-            }
+            Some(state) => (state, self.snapshot.revision(kind, name)),
+            None => (self.snapshot.default_state(kind, name)?, 0),
         };
+        let state = state.as_str().to_owned();
         let mut metadata = BTreeMap::new();
         match kind {
             ResourceKind::Scenario => {
@@ -134,24 +125,7 @@ impl Cache<'_> {
         if state.is_some() && wanted.is_none() {
             return (Vec::new(), 0);
         }
-        let mut names: Vec<String> = self
-            .snapshot
-            .states(kind)
-            .into_iter()
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        // Defined resources without a key have their default state.
-        let topology = self.snapshot.topology();
-        match kind {
-            ResourceKind::Scenario => {
-                names.extend(topology.scenarios().map(|d| d.name.to_string()))
-            }
-            ResourceKind::Package => names.extend(topology.packages().map(|d| d.name.to_string())),
-            ResourceKind::Model => names.extend(topology.models().map(|d| d.name.to_string())),
-            ResourceKind::Container => {}
-        }
-        names.sort_unstable();
-        names.dedup();
+        let names = self.snapshot.known_names(kind);
         let mut views: Vec<ResourceView> = names
             .iter()
             .filter_map(|name| self.view(kind, name))

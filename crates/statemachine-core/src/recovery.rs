@@ -1,4 +1,4 @@
-//! The recovery strategy for reconcile requests (seed 003: retry count,
+//! The recovery strategy for reconcile requests (retry count,
 //! backoff, escalation): how long to wait before the next delivery attempt,
 //! and when to stop retrying and escalate instead of looping forever.
 

@@ -173,7 +173,7 @@ pub fn source_allowed(allowed: &[&str], source: &str) -> bool {
     allowed.iter().any(|a| fold(a) == source)
 }
 
-/// The documented model edges (diagram of seed 002).
+/// The documented model edges (the model state diagram, STATE-MACHINES.md).
 pub const MODEL_EDGES: &[(ModelState, ModelState)] = {
     use ModelState::*;
     &[
@@ -191,7 +191,7 @@ pub const MODEL_EDGES: &[(ModelState, ModelState)] = {
     ]
 };
 
-/// The documented package edges (diagram of seed 002).
+/// The documented package edges (the package state diagram, STATE-MACHINES.md).
 pub const PACKAGE_EDGES: &[(PackageState, PackageState)] = {
     use PackageState::*;
     &[

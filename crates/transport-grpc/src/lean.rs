@@ -3,10 +3,11 @@
 //! A NodeAgent report carries, per container, podman's state map: about
 //! eleven strings in a hash map, of which the rules read five. Decoding it
 //! into the generated `ContainerInfo` cost most of the server's time on a
-//! quiet report (W3) and most of its memory while reports wait (P6). Here the
+//! report that changes nothing and most of its memory while reports wait. Here the
 //! request is read from the same wire format (`monitoringserver.ContainerList`,
 //! field numbers per WIRE-PROTOCOL.md) by [`LeanContainerList`]: the state map
-//! is validated and reduced to the derived [`ContainerState`] without
+//! is validated and reduced to the derived
+//! [`ContainerState`](statemachine_core::ContainerState) without
 //! allocating a string, its entries borrowed from the request buffer.
 //! Everything else keeps protobuf's rules: unknown fields are skipped, a
 //! wrong wire type, a truncated field or a string that is not UTF-8 is a
