@@ -49,9 +49,7 @@ impl CrashStore {
 
     fn check(&self) -> Result<(), StoreError> {
         if self.dead.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable {
-                message: "the process was killed (test)".into(),
-            });
+            return Err(StoreError::unavailable("the process was killed (test)"));
         }
         Ok(())
     }

@@ -114,9 +114,7 @@ async fn an_unavailable_store_answers_unavailable_and_keeps_the_cache() {
     let failing = fail.clone();
     store.expect_apply().returning(move |_| {
         if failing.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable {
-                message: "connection refused".into(),
-            })
+            Err(StoreError::unavailable("connection refused"))
         } else {
             Ok(Applied { revision: 2 })
         }

@@ -111,9 +111,9 @@ impl StateStore for GatedStore {
             let _ = released.wait_for(|generation| *generation > arrived).await;
             self.held_now.fetch_sub(1, Ordering::SeqCst);
             if self.fail_held.load(Ordering::SeqCst) {
-                result = Err(StoreError::Unavailable {
-                    message: "connection reset (held by the test)".into(),
-                });
+                result = Err(StoreError::unavailable(
+                    "connection reset (held by the test)",
+                ));
             }
         }
         let keys: Vec<String> = batch.ops.iter().map(|op| key_of(op).to_owned()).collect();

@@ -86,8 +86,10 @@ impl Batch {
     /// then the transaction size limit (guards and ops each at most
     /// `max_txn_ops`, as etcd's `--max-txn-ops`), then no empty key.
     pub fn validated(self, max_txn_ops: usize) -> Result<Batch, StoreError> {
-        let batch = self.normalize().map_err(|key| StoreError::InvalidRequest {
-            message: format!("the batch has contradicting guards on key '{key}'"),
+        let batch = self.normalize().map_err(|key| {
+            StoreError::invalid_request(format!(
+                "the batch has contradicting guards on key '{key}'"
+            ))
         })?;
         for count in [batch.guards.len(), batch.ops.len()] {
             if count > max_txn_ops {
@@ -100,9 +102,7 @@ impl Batch {
         if batch.guards.iter().any(|guard| guard.key.is_empty())
             || batch.ops.iter().any(|op| op.key().is_empty())
         {
-            return Err(StoreError::InvalidRequest {
-                message: "the batch names an empty key".to_owned(),
-            });
+            return Err(StoreError::invalid_request("the batch names an empty key"));
         }
         Ok(batch)
     }

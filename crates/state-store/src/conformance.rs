@@ -671,7 +671,7 @@ pub async fn contradicting_guards_rejected(store: &dyn StateStore, prefix: &str)
         .apply(Batch::new().guard(&k, 0).guard(&k, 5).put(&other, "x"))
         .await;
     match result {
-        Err(StoreError::InvalidRequest { message }) if message.contains(&k) => {}
+        Err(StoreError::InvalidRequest { message, .. }) if message.contains(&k) => {}
         other => panic!(
             "{}: expected InvalidRequest naming '{k}' for contradicting guards, got {other:?}",
             c.case

@@ -29,7 +29,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub use batch::{Batch, Guard, Op};
-pub use error::StoreError;
+pub use error::{Cause, StoreError};
 pub use memory::{MemoryStore, MemoryStoreConfig};
 
 /// A store-wide, monotonically increasing version number (etcd's revision).

@@ -159,12 +159,10 @@ impl MemoryStore {
     pub fn compact(&self, revision: Revision) -> Result<(), StoreError> {
         let mut inner = self.shared.lock();
         if revision > inner.revision {
-            return Err(StoreError::InvalidRequest {
-                message: format!(
-                    "cannot compact revision {revision}: the current revision is {}",
-                    inner.revision
-                ),
-            });
+            return Err(StoreError::invalid_request(format!(
+                "cannot compact revision {revision}: the current revision is {}",
+                inner.revision
+            )));
         }
         if revision <= inner.compact_revision {
             return Err(StoreError::Compacted {
@@ -377,15 +375,9 @@ impl Inner {
     }
 }
 
-fn invalid(message: impl Into<String>) -> StoreError {
-    StoreError::InvalidRequest {
-        message: message.into(),
-    }
-}
-
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
-        Err(invalid("the key is empty"))
+        Err(StoreError::invalid_request("the key is empty"))
     } else {
         Ok(())
     }
@@ -471,7 +463,7 @@ impl StateStore for MemoryStore {
         from_revision: Revision,
     ) -> Result<WatchStream, StoreError> {
         if from_revision < 0 {
-            return Err(invalid(format!(
+            return Err(StoreError::invalid_request(format!(
                 "cannot watch from negative revision {from_revision}"
             )));
         }
@@ -851,7 +843,7 @@ mod tests {
         ));
         assert!(matches!(
             store.apply(Batch::new().guard("k", 1).guard("k", 2)).await,
-            Err(StoreError::InvalidRequest { message }) if message.contains("'k'")
+            Err(StoreError::InvalidRequest { message, .. }) if message.contains("'k'")
         ));
         // A guard that can never hold is a plain guard failure, as in etcd.
         assert_eq!(

@@ -93,9 +93,9 @@ impl EtcdConfig {
     /// Checks the values that would make the store misbehave rather than fail.
     pub fn validate(&self) -> Result<(), StoreError> {
         let invalid = |message: &str| {
-            Err(StoreError::InvalidRequest {
-                message: format!("etcd configuration: {message}"),
-            })
+            Err(StoreError::invalid_request(format!(
+                "etcd configuration: {message}"
+            )))
         };
         if self.endpoints.is_empty() || self.endpoints.iter().any(|e| e.trim().is_empty()) {
             return invalid("at least one non-empty endpoint is needed");

@@ -1,7 +1,7 @@
 //! Conversions between etcd's protobuf records and the store's types.
 
 use etcd_client::proto::{PbEvent, PbKeyValue, PbResponseHeader};
-use state_store::{EventKind, KeyValue, Revision, StoreError, WatchEvent};
+use state_store::{Cause, EventKind, KeyValue, Revision, StoreError, WatchEvent};
 
 /// The end of the key range holding every key that starts with `prefix`
 /// (etcd's `range_end`): the prefix with its last byte below 0xFF incremented.
@@ -34,19 +34,20 @@ pub(crate) fn page_start(prefix: &str, start_after: Option<&str>) -> Vec<u8> {
     }
 }
 
-fn bad_key(key: &[u8]) -> StoreError {
+fn bad_key(error: std::string::FromUtf8Error) -> StoreError {
     StoreError::BadData {
         message: format!(
             "etcd holds a key that is not UTF-8: '{}'",
-            String::from_utf8_lossy(key)
+            String::from_utf8_lossy(error.as_bytes())
         ),
+        source: Some(Cause::new(error.utf8_error())),
     }
 }
 
 /// An etcd key-value as the store's [`KeyValue`]; a key that is not UTF-8 is
 /// [`StoreError::BadData`].
 pub(crate) fn key_value(kv: PbKeyValue) -> Result<KeyValue, StoreError> {
-    let key = String::from_utf8(kv.key).map_err(|e| bad_key(e.as_bytes()))?;
+    let key = String::from_utf8(kv.key).map_err(bad_key)?;
     Ok(KeyValue {
         key,
         value: kv.value,
@@ -60,9 +61,9 @@ pub(crate) fn key_value(kv: PbKeyValue) -> Result<KeyValue, StoreError> {
 /// revision, as etcd reports it.
 pub(crate) fn watch_event(event: PbEvent) -> Result<WatchEvent, StoreError> {
     let Some(kv) = event.kv else {
-        return Err(StoreError::BadData {
-            message: "etcd sent a watch event without a key".into(),
-        });
+        return Err(StoreError::bad_data(
+            "etcd sent a watch event without a key",
+        ));
     };
     // mvccpb.Event.EventType: PUT = 0, DELETE = 1.
     match event.r#type {
@@ -71,7 +72,7 @@ pub(crate) fn watch_event(event: PbEvent) -> Result<WatchEvent, StoreError> {
             kv: key_value(kv)?,
         }),
         1 => {
-            let key = String::from_utf8(kv.key).map_err(|e| bad_key(e.as_bytes()))?;
+            let key = String::from_utf8(kv.key).map_err(bad_key)?;
             Ok(WatchEvent {
                 kind: EventKind::Delete,
                 kv: KeyValue {
@@ -82,9 +83,9 @@ pub(crate) fn watch_event(event: PbEvent) -> Result<WatchEvent, StoreError> {
                 },
             })
         }
-        other => Err(StoreError::BadData {
-            message: format!("etcd sent a watch event of unknown type {other}"),
-        }),
+        other => Err(StoreError::bad_data(format!(
+            "etcd sent a watch event of unknown type {other}"
+        ))),
     }
 }
 
@@ -92,9 +93,7 @@ pub(crate) fn watch_event(event: PbEvent) -> Result<WatchEvent, StoreError> {
 pub(crate) fn header_revision(header: Option<&PbResponseHeader>) -> Result<Revision, StoreError> {
     header
         .map(|h| h.revision)
-        .ok_or_else(|| StoreError::BadData {
-            message: "etcd sent a response without a header".into(),
-        })
+        .ok_or_else(|| StoreError::bad_data("etcd sent a response without a header"))
 }
 
 #[cfg(test)]

@@ -67,9 +67,9 @@ where
             }
             Ok(Err(error)) => classify(error, config.max_txn_ops),
             Err(_elapsed) if attempt_timeout < remaining => Failure {
-                error: StoreError::Unavailable {
-                    message: format!("etcd did not answer within {attempt_timeout:?}"),
-                },
+                error: StoreError::unavailable(format!(
+                    "etcd did not answer within {attempt_timeout:?}"
+                )),
                 retry: Retry::IfIdempotent,
             },
             Err(_elapsed) => {
@@ -133,11 +133,12 @@ mod tests {
         etcd_client::Error::GRpcStatus(tonic::Status::new(code, message))
     }
 
+    /// A refused connection as tonic reports it (see `error::tests`).
     fn refused() -> etcd_client::Error {
-        status(
-            tonic::Code::Unavailable,
-            "error trying to connect: tcp connect error: Connection refused",
-        )
+        let io = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(tonic::ConnectError(
+            Box::new(io),
+        ))))
     }
 
     #[tokio::test(start_paused = true)]

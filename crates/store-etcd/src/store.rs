@@ -78,15 +78,9 @@ impl std::fmt::Debug for EtcdStore {
     }
 }
 
-fn invalid(message: impl Into<String>) -> StoreError {
-    StoreError::InvalidRequest {
-        message: message.into(),
-    }
-}
-
 fn check_key(key: &str) -> Result<(), StoreError> {
     if key.is_empty() {
-        Err(invalid("the key is empty"))
+        Err(StoreError::invalid_request("the key is empty"))
     } else {
         Ok(())
     }
@@ -200,11 +194,9 @@ fn connect_options(config: &EtcdConfig) -> Result<ConnectOptions, StoreError> {
 fn with_tls(options: ConnectOptions, tls: &crate::TlsConfig) -> Result<ConnectOptions, StoreError> {
     use etcd_client::{Certificate, Identity, TlsOptions};
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| {
-            invalid(format!(
-                "etcd configuration: cannot read '{}': {e}",
-                path.display()
-            ))
+        std::fs::read(path).map_err(|e| StoreError::InvalidRequest {
+            message: format!("etcd configuration: cannot read '{}': {e}", path.display()),
+            source: Some(state_store::Cause::new(e)),
         })
     };
     let mut tls_options = TlsOptions::new();
@@ -225,7 +217,7 @@ fn with_tls(
     _options: ConnectOptions,
     _tls: &crate::TlsConfig,
 ) -> Result<ConnectOptions, StoreError> {
-    Err(invalid(
+    Err(StoreError::invalid_request(
         "etcd configuration: TLS is configured but store-etcd was built without its 'tls' feature",
     ))
 }
@@ -270,13 +262,11 @@ impl Shared {
             .collect();
         let responses = self.read_together(reads).await?;
         if responses.len() != guards.len() {
-            return Err(StoreError::BadData {
-                message: format!(
-                    "etcd answered {} reads of {} guarded keys",
-                    responses.len(),
-                    guards.len()
-                ),
-            });
+            return Err(StoreError::bad_data(format!(
+                "etcd answered {} reads of {} guarded keys",
+                responses.len(),
+                guards.len()
+            )));
         }
         for (guard, response) in guards.iter().zip(responses) {
             let actual = match response.response {
@@ -284,9 +274,9 @@ impl Shared {
                     range.kvs.first().map_or(0, |kv| kv.mod_revision)
                 }
                 _ => {
-                    return Err(StoreError::BadData {
-                        message: "etcd answered a guard read with something else".into(),
-                    });
+                    return Err(StoreError::bad_data(
+                        "etcd answered a guard read with something else",
+                    ));
                 }
             };
             if actual != guard.mod_revision {
@@ -477,12 +467,10 @@ impl StateStore for EtcdStore {
             }
             return Err(failed);
         }
-        Err(StoreError::BadData {
-            message: format!(
-                "etcd failed the transaction's guards {GUARD_RACE_ATTEMPTS} times while every \
-                 guard held when read afterwards"
-            ),
-        })
+        Err(StoreError::bad_data(format!(
+            "etcd failed the transaction's guards {GUARD_RACE_ATTEMPTS} times while every \
+             guard held when read afterwards"
+        )))
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {

@@ -38,9 +38,9 @@ pub(crate) async fn watch(
     from_revision: Revision,
 ) -> Result<WatchStream, StoreError> {
     if from_revision < 0 {
-        return Err(StoreError::InvalidRequest {
-            message: format!("cannot watch from negative revision {from_revision}"),
-        });
+        return Err(StoreError::invalid_request(format!(
+            "cannot watch from negative revision {from_revision}"
+        )));
     }
     // "From now on" is pinned to a revision first, so that a reconnect before
     // the first event resumes from the right place.

@@ -64,7 +64,7 @@ async fn large_listings_are_paged_within_the_grpc_message_limit() {
         batch.put(format!("/big/x{i}"), value.clone())
     });
     match store.apply(too_big).await {
-        Err(StoreError::InvalidRequest { message }) => {
+        Err(StoreError::InvalidRequest { message, .. }) => {
             assert!(message.contains("request is too large"), "{message}")
         }
         other => panic!("a 2 MiB transaction exceeds etcd's request limit: {other:?}"),
@@ -230,7 +230,7 @@ async fn mutual_tls_with_a_client_certificate() {
     })
     .await
     {
-        Err(StoreError::InvalidRequest { message }) => {
+        Err(StoreError::InvalidRequest { message, .. }) => {
             assert!(message.contains("missing.pem"), "{message}")
         }
         other => panic!("expected InvalidRequest naming the file, got {other:?}"),
@@ -265,7 +265,7 @@ async fn user_and_password_authentication() {
     );
 
     match EtcdStore::connect(with("root", "wrong")).await {
-        Err(StoreError::InvalidRequest { message }) => {
+        Err(StoreError::InvalidRequest { message, .. }) => {
             assert!(message.contains("authentication failed"), "{message}")
         }
         other => panic!("a wrong password must be a clear, permanent error: {other:?}"),
