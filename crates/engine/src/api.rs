@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use state_store::StoreError;
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{ErrorCode, NodeReport, ResourceKind, StateChangeRequest};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -77,9 +78,15 @@ pub enum EngineError {
     /// No answer within the deadline.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
-    /// The store is unavailable.
+    /// The store is too slow or unavailable: an input was not committed
+    /// within its deadline, or its outcome is unknown. Says what happened;
+    /// a store call that failed is [`EngineError::Store`].
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A store call failed; the [`StoreError`] is the source, and its text
+    /// the message (as [`EngineError::Unavailable`] would say it).
+    #[error("store unavailable: {0}")]
+    Store(#[from] StoreError),
     /// The request is malformed.
     #[error("invalid request: {0}")]
     Invalid(String),
@@ -94,7 +101,7 @@ impl EngineError {
         match self {
             EngineError::Stopped => ErrorCode::ResourceUnavailable,
             EngineError::Timeout(_) => ErrorCode::Timeout,
-            EngineError::Unavailable(_) => ErrorCode::ResourceUnavailable,
+            EngineError::Unavailable(_) | EngineError::Store(_) => ErrorCode::ResourceUnavailable,
             EngineError::Invalid(_) => ErrorCode::InvalidRequest,
             EngineError::NotFound(_) => ErrorCode::ResourceNotFound,
         }
@@ -337,5 +344,33 @@ impl EngineHandle {
     pub(crate) async fn package_state(&self, package: &str) -> Result<Option<String>, EngineError> {
         let package = package.to_owned();
         self.ask(|tx| Command::PackageState(package, tx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+
+    use state_store::Cause;
+
+    use super::*;
+
+    #[test]
+    fn a_store_error_is_the_source_and_keeps_its_text() {
+        let store = StoreError::Unavailable {
+            message: "tcp connect error".into(),
+            source: Some(Cause::new(std::io::Error::from(
+                std::io::ErrorKind::ConnectionRefused,
+            ))),
+        };
+        let error = EngineError::from(store.clone());
+        assert_eq!(
+            error.to_string(),
+            EngineError::Unavailable(store.to_string()).to_string()
+        );
+        assert_eq!(error.code(), ErrorCode::ResourceUnavailable);
+        let source = error.source().expect("the store error");
+        assert_eq!(source.downcast_ref::<StoreError>(), Some(&store));
+        assert!(source.source().is_some(), "and the store error's own cause");
     }
 }
