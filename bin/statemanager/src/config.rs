@@ -374,8 +374,7 @@ impl Options {
                     (None, Some(_)) => bail!("--etcd-password needs --etcd-user"),
                 };
                 etcd.bookkeeping_prefix = bookkeeping_prefix.clone();
-                etcd.validate()
-                    .map_err(|error| anyhow::anyhow!("{error}"))?;
+                etcd.validate()?;
                 StoreSettings::Etcd(Box::new(etcd))
             }
         };
@@ -515,13 +514,13 @@ pub fn read_file(path: &Path) -> anyhow::Result<Options> {
 /// Parses the text of a TOML config file: an optional `version = 1`, then
 /// the options under their flag names (`listen = "0.0.0.0:47006"`).
 pub fn parse_file(text: &str) -> anyhow::Result<Options> {
-    let mut table: toml::Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut table: toml::Table = toml::from_str(text)?;
     match table.remove("version") {
         None => {}
         Some(toml::Value::Integer(CONFIG_VERSION)) => {}
         Some(other) => bail!("unsupported config version {other}: this daemon reads version 1"),
     }
-    Options::deserialize(table).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(Options::deserialize(table)?)
 }
 
 /// A duration written for people: `0s`, `500ms`, `10s`, `2m`, `1h 30m`.

@@ -191,8 +191,9 @@ async fn connect_etcd(config: &EtcdConfig) -> anyhow::Result<EtcdStore> {
         Ok::<_, state_store::StoreError>(store)
     };
     match tokio::time::timeout(limit, probe).await {
-        Ok(Ok(store)) => Ok(store),
-        Ok(Err(error)) => bail!("etcd at {endpoints} is unreachable or refused us: {error}"),
+        Ok(result) => {
+            result.with_context(|| format!("etcd at {endpoints} is unreachable or refused us"))
+        }
         Err(_) => bail!("etcd at {endpoints} did not answer within {limit:?}"),
     }
 }

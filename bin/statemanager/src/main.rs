@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use state_store::StoreError;
 
 fn main() -> ExitCode {
     let cli = match config::Cli::try_parse() {
@@ -34,7 +35,7 @@ fn main() -> ExitCode {
     let settings = match config::load(cli) {
         Ok(settings) => settings,
         Err(error) => {
-            eprintln!("statemanager: configuration error: {error:#}");
+            eprintln!("statemanager: configuration error: {}", report(&error));
             return ExitCode::from(1);
         }
     };
@@ -56,8 +57,49 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("statemanager failed: {error:#}");
+            tracing::error!("statemanager failed: {}", report(&error));
             ExitCode::from(1)
         }
+    }
+}
+
+/// An error for a log line: what was being done, down to the error that
+/// ended it, joined with ": " (as `{:#}` does), but not below a
+/// [`StoreError`]. A store error's message already says what its client
+/// library reported; the library's own errors under it (a gRPC status, its
+/// transport error) would only repeat that, at length.
+fn report(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause.to_string());
+        if cause.is::<StoreError>() {
+            break;
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_names_the_contexts_and_stops_at_the_store_error() {
+        let store = StoreError::Unavailable {
+            message: "tcp connect error (Unavailable)".into(),
+            source: Some(state_store::Cause::new(std::io::Error::other(
+                "transport error",
+            ))),
+        };
+        let error = anyhow::Error::new(store).context("etcd at http://e:2379 is unreachable");
+        assert_eq!(
+            report(&error),
+            "etcd at http://e:2379 is unreachable: store unavailable: tcp connect error (Unavailable)"
+        );
+        let plain = anyhow::Error::new(std::io::Error::other("refused")).context("binding");
+        assert_eq!(report(&plain), format!("{plain:#}"));
     }
 }
