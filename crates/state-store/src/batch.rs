@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 
-use crate::{Revision, StoreError};
+use crate::{Revision, StoreError, is_valid_key};
 
 /// A compare guard of a [`Batch`]: the key's `mod_revision` must equal
 /// `mod_revision` (0: the key must not exist).
@@ -84,7 +84,8 @@ impl Batch {
 
     /// What every store does before applying a batch: [`Batch::normalize`],
     /// then the transaction size limit (guards and ops each at most
-    /// `max_txn_ops`, as etcd's `--max-txn-ops`), then no empty key.
+    /// `max_txn_ops`, as etcd's `--max-txn-ops`), then [`is_valid_key`] for
+    /// every key.
     pub fn validated(self, max_txn_ops: usize) -> Result<Batch, StoreError> {
         let batch = self.normalize().map_err(|key| {
             StoreError::invalid_request(format!(
@@ -99,9 +100,9 @@ impl Batch {
                 });
             }
         }
-        if batch.guards.iter().any(|guard| guard.key.is_empty())
-            || batch.ops.iter().any(|op| op.key().is_empty())
-        {
+        let mut keys = (batch.guards.iter().map(|guard| guard.key.as_str()))
+            .chain(batch.ops.iter().map(Op::key));
+        if !keys.all(is_valid_key) {
             return Err(StoreError::invalid_request("the batch names an empty key"));
         }
         Ok(batch)

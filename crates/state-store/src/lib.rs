@@ -22,6 +22,7 @@ mod batch;
 pub mod conformance;
 mod error;
 mod memory;
+mod request;
 
 use std::pin::Pin;
 
@@ -31,6 +32,7 @@ use futures::Stream;
 pub use batch::{Batch, Guard, Op};
 pub use error::{Cause, StoreError};
 pub use memory::{MemoryStore, MemoryStoreConfig};
+pub use request::{check_key, check_watch_start, is_valid_key};
 
 /// A store-wide, monotonically increasing version number (etcd's revision).
 pub type Revision = i64;

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     Applied, Batch, EventKind, KeyValue, ListOptions, Op, Page, Revision, StateStore, StoreError,
-    WatchEvent, WatchStream,
+    WatchEvent, WatchStream, check_key, check_watch_start,
 };
 
 /// Limits of a [`MemoryStore`]. The defaults mirror a stock etcd.
@@ -375,14 +375,6 @@ impl Inner {
     }
 }
 
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() {
-        Err(StoreError::invalid_request("the key is empty"))
-    } else {
-        Ok(())
-    }
-}
-
 #[async_trait]
 impl StateStore for MemoryStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
@@ -462,11 +454,7 @@ impl StateStore for MemoryStore {
         prefix: &str,
         from_revision: Revision,
     ) -> Result<WatchStream, StoreError> {
-        if from_revision < 0 {
-            return Err(StoreError::invalid_request(format!(
-                "cannot watch from negative revision {from_revision}"
-            )));
-        }
+        check_watch_start(from_revision)?;
         let next_revision = if from_revision == 0 {
             self.shared.lock().revision + 1
         } else {

@@ -11,7 +11,7 @@ use etcd_client::{
 };
 use state_store::{
     Applied, Batch, Guard, KeyValue, ListOptions, Op, Page, Revision, StateStore, StoreError,
-    WatchStream,
+    WatchStream, check_key,
 };
 
 use crate::EtcdConfig;
@@ -75,14 +75,6 @@ impl std::fmt::Debug for EtcdStore {
             .field("endpoints", &self.shared.config.endpoints)
             .field("active_watches", &self.active_watches())
             .finish_non_exhaustive()
-    }
-}
-
-fn check_key(key: &str) -> Result<(), StoreError> {
-    if key.is_empty() {
-        Err(StoreError::invalid_request("the key is empty"))
-    } else {
-        Ok(())
     }
 }
 

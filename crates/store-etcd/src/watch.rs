@@ -37,11 +37,7 @@ pub(crate) async fn watch(
     prefix: &str,
     from_revision: Revision,
 ) -> Result<WatchStream, StoreError> {
-    if from_revision < 0 {
-        return Err(StoreError::invalid_request(format!(
-            "cannot watch from negative revision {from_revision}"
-        )));
-    }
+    state_store::check_watch_start(from_revision)?;
     // "From now on" is pinned to a revision first, so that a reconnect before
     // the first event resumes from the right place.
     let next_revision = if from_revision == 0 {
