@@ -41,6 +41,7 @@ pub use events::{Delivery, Event, EventFilter, EventKind, Severity, Subscription
 pub use metrics::{BATCH_SIZE_BUCKETS, Histogram, LATENCY_BUCKETS_US, Metrics};
 pub use ports::{
     ActionError, ActionPort, Clock, OffloadAnswer, OffloadRequest, ReconcileRequest, SystemClock,
+    wall_clock_ns,
 };
 #[cfg(any(test, feature = "mock"))]
 pub use ports::{MockActionPort, MockClock};

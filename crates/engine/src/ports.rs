@@ -79,6 +79,17 @@ pub trait Clock: Send + Sync + 'static {
     fn now_ns(&self) -> i64;
 }
 
+/// The system's wall-clock time in nanoseconds since the Unix epoch (0 before
+/// the epoch, `i64::MAX` past 2262): the one conversion of `SystemTime` used
+/// for records and wire timestamps. Unlike [`SystemClock`] it does not stop
+/// with `tokio::time::pause()`.
+pub fn wall_clock_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// Wall-clock time, anchored once and advanced with tokio's clock, so
 /// `tokio::time::pause()` also pauses it in tests.
 #[derive(Debug, Clone)]
@@ -89,12 +100,8 @@ pub struct SystemClock {
 
 impl Default for SystemClock {
     fn default() -> Self {
-        let anchor_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
         Self {
-            anchor_ns,
+            anchor_ns: wall_clock_ns(),
             anchor: tokio::time::Instant::now(),
         }
     }
@@ -111,4 +118,30 @@ impl Clock for SystemClock {
 /// Converts nanoseconds to a `Duration` (0 for negative values).
 pub fn ns_to_duration(ns: i64) -> Duration {
     Duration::from_nanos(u64::try_from(ns).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_ns_is_the_system_time() {
+        let ns = |t: SystemTime| t.duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let before = ns(SystemTime::now());
+        let now = u128::try_from(wall_clock_ns()).unwrap();
+        let after = ns(SystemTime::now());
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_system_clock_starts_at_the_wall_clock_and_moves_with_tokio_time() {
+        let clock = SystemClock::default();
+        let start = clock.now_ns();
+        assert!((wall_clock_ns() - start).abs() < 1_000_000_000);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(clock.now_ns() - start, 5_000_000_000);
+    }
 }

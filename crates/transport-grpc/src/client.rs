@@ -14,7 +14,7 @@
 //! ```
 
 use std::future::Future;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use engine::{ChangeAnswer, HistoryQuery, ResourceView};
 use engine::{Delivery, EventFilter};
@@ -198,11 +198,10 @@ impl StateManagerClient {
         &self,
         request: StateChangeRequest,
     ) -> Result<ChangeAnswer, ClientError> {
-        let now_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let message = self.request(convert::state_change_message(request, now_ns));
+        let message = self.request(convert::state_change_message(
+            request,
+            engine::wall_clock_ns(),
+        ));
         let mut client = self.client.clone();
         let response = self.bounded(client.send_state_change(message)).await?;
         Ok(convert::change_answer(response))

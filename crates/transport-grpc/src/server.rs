@@ -8,7 +8,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use engine::EngineHandle;
 use engine::{Delivery, Subscription};
@@ -118,13 +118,6 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The stream of a subscription: engine events, converted, until the
 /// client leaves (the stream is dropped, and with it the subscription), the
 /// engine stops or the server shuts down.
@@ -162,7 +155,7 @@ fn event_stream(
                 Some(Delivery::Event(event)) => Ok(convert::state_change_event(&event)),
                 Some(Delivery::Lagged(missed)) => {
                     warn!(missed, "a state change subscriber fell behind");
-                    Ok(convert::lagged_event(missed, now_ns()))
+                    Ok(convert::lagged_event(missed, engine::wall_clock_ns()))
                 }
                 None => Err(Status::unavailable("the state manager engine has stopped")),
             };
@@ -188,7 +181,7 @@ impl StateManagerConnection for StateManagerService {
         let answer = self.engine.change_state_within(request, within).await;
         Ok(Response::new(convert::state_change_response(
             answer,
-            now_ns(),
+            engine::wall_clock_ns(),
         )))
     }
 
