@@ -1,8 +1,10 @@
 //! The behavioural tests every [`StateStore`] must pass.
 //!
-//! The suite is ordinary library code (not `cfg(test)`), so each store's own
-//! tests run it against a real instance: `MemoryStore` in this crate,
-//! `EtcdStore` against a real etcd.
+//! The suite is ordinary library code (not `cfg(test)`) behind the cargo
+//! feature `conformance`, so each store's own tests run it against a real
+//! instance (`MemoryStore` in this crate, `EtcdStore` against a real etcd)
+//! by enabling the feature in their dev-dependencies, while the crates that
+//! only use a store do not build it.
 //!
 //! Every case works only on keys under the prefix it is given, so several cases
 //! and tests may share one etcd. Before it starts, a case deletes whatever a

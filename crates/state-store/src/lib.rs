@@ -15,10 +15,12 @@
 //!   when that revision is no longer available, so callers can re-list instead
 //!   of silently missing events.
 //!
-//! The [`conformance`] module holds the behavioural tests every implementation
-//! must pass.
+//! The `conformance` module (cargo feature `conformance`, for the tests of
+//! crates that implement a store) holds the behavioural tests every
+//! implementation must pass.
 
 mod batch;
+#[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
 mod memory;
