@@ -29,9 +29,14 @@ use crate::retry::with_retries;
 /// # Writes and retries
 ///
 /// [`apply`](StateStore::apply) sends one etcd transaction per batch:
-/// `mod_revision` compares for the guards (0 matches an absent key), the ops
-/// as its success branch, and reads of the guarded keys as its failure branch,
-/// so a failed guard is reported with the revision found.
+/// `mod_revision` compares for the guards (0 matches an absent key) and the
+/// ops as its success branch. It has no failure branch: etcd writes and
+/// decodes the whole request on every commit, and reads there would make
+/// every transaction larger for a rare case. When the guards fail, the store
+/// reads the guarded keys afterwards (keys only, in one snapshot) and reports
+/// the first guard that does not hold, with the revision found; when every
+/// guard holds again by then (a key was created and deleted in between), it
+/// sends the transaction again, a few times at most.
 ///
 /// When a transaction fails in a way that leaves open whether etcd applied it
 /// (the connection broke after sending, the leader changed), it is resent only
@@ -345,8 +350,8 @@ impl Shared {
 }
 
 /// The batch as one etcd transaction: guards as `mod_revision` compares, ops
-/// as the success branch, keys-only reads of the guarded keys as the failure
-/// branch.
+/// as the success branch, and no failure branch (a failed guard is read
+/// afterwards, by [`Shared::failed_guard`]).
 fn transaction(batch: &Batch) -> Txn {
     let compares: Vec<Compare> = batch
         .guards
