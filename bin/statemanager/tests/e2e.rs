@@ -1,7 +1,9 @@
 //! End-to-end: the real `statemanager` binary on a real etcd, talking real
 //! gRPC to the test and to an in-test ActionController. Each test reads like
 //! the requirement it checks (WIRE-PROTOCOL.md, STATE-MACHINES.md,
-//! ETCD-CONTRACT.md, QUALITY-BAR.md R1/R3).
+//! ETCD-CONTRACT.md), and the daemon's promises when something dies: a
+//! restart after SIGKILL loses nothing it acknowledged, and a reconcile waits
+//! out an ActionController outage.
 
 mod support;
 
@@ -863,11 +865,11 @@ fn running() -> std::collections::HashMap<String, String> {
     podman_state("running", 0, false)
 }
 
-/// QUALITY-BAR R2, issue "durability and deadlines": with etcd frozen
-/// (SIGSTOP), every request is answered RESOURCE_UNAVAILABLE within the
-/// commit timeout, or within its own gRPC deadline when that is sooner, and
-/// a request answered "nothing was written" is never written after etcd
-/// resumes.
+/// A store outage neither hangs callers nor writes what was answered
+/// unwritten: with etcd frozen (SIGSTOP), every request is answered
+/// RESOURCE_UNAVAILABLE within the commit timeout, or within its own gRPC
+/// deadline when that is sooner, and a request answered "nothing was
+/// written" is never written after etcd resumes.
 #[tokio::test]
 async fn with_etcd_frozen_every_request_is_answered_within_its_deadline_and_nothing_answered_unwritten_appears_later()
  {

@@ -157,7 +157,7 @@ mod bodies {
         engine.shutdown().await;
     }
 
-    /// R3: the ActionController down when the package enters Error: the
+    /// The ActionController down when the package enters Error: the
     /// reconcile arrives once it is back, exactly once, and the outbox record
     /// is deleted; the engine keeps processing meanwhile.
     pub async fn reconcile_survives_an_action_controller_outage(store: Arc<dyn StateStore>) {
@@ -523,9 +523,10 @@ mod bodies {
         engine.shutdown().await;
     }
 
-    /// A new resource's first transition reads no history (W1's hot path),
-    /// yet a history that outlived its state key is continued, never
-    /// overwritten: the "absent" guard of the history put catches it.
+    /// A new resource's first transition reads no history (the most frequent
+    /// write costs no read that way), yet a history that outlived its state
+    /// key is continued, never overwritten: the "absent" guard of the history
+    /// put catches it.
     pub async fn history_outliving_its_state_key_is_continued(store: Arc<dyn StateStore>) {
         let prefix = "/statemanager/history/scenario/s1/";
         let old = format!("{prefix}00000000000000000007");

@@ -164,9 +164,9 @@ async fn a_hanging_store_is_answered_within_the_commit_timeout() {
     engine.shutdown().await;
 }
 
-/// R2 on a real etcd: etcd stopped (SIGSTOP) → every request is answered
-/// within its deadline with RESOURCE_UNAVAILABLE; after it resumes, the
-/// engine works again and nothing half-written is visible.
+/// A store outage on a real etcd: etcd stopped (SIGSTOP) → every request is
+/// answered within its deadline with RESOURCE_UNAVAILABLE; after it resumes,
+/// the engine works again and nothing half-written is visible.
 #[tokio::test]
 async fn a_paused_etcd_is_answered_unavailable_then_recovers() {
     let (etcd, store) = etcd().await;
@@ -346,7 +346,8 @@ async fn the_reconcile_names_the_scenario_of_the_failed_package() {
 
 /// A burst of node reports is planned a few at a time: a batch takes
 /// queued reports only up to `max_batch_containers`, so the plans and
-/// transactions in memory stay bounded (P6). Every report is still applied.
+/// transactions in memory stay bounded however many reports queue up. Every
+/// report is still applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_reports_is_batched_within_the_container_budget() {
     let mut store = empty_store();
