@@ -77,7 +77,7 @@ impl Cache<'_> {
         // A known resource without a record has its default state
         // (statemachine-core: one rule for planning and queries).
         let (state, generation) = match self.snapshot.state(kind, name) {
-            Some(state) => (state, self.snapshot.revision(kind, name)),
+            Some(state) => (state, self.snapshot.stamp(kind, name).stored().unwrap_or(0)),
             None => (self.snapshot.default_state(kind, name)?, 0),
         };
         let state = state.as_str().to_owned();

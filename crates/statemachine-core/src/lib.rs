@@ -42,9 +42,7 @@ pub use error::{ErrorCode, Rejection};
 pub use input::{Input, NodeReport, ReportedContainer, RequestKind, StateChangeRequest};
 pub use name::{NameError, ResourceKind, ResourceName};
 pub use plan::{Change, Effect, NodeChange, Plan, Reason, plan};
-pub use snapshot::{
-    PENDING_REVISION, Revision, Snapshot, Tag, is_pending, pending_revision, pending_tag,
-};
+pub use snapshot::{Revision, Snapshot, Stamp, Tag};
 pub use state::{
     AnyState, ContainerState, ModelState, PackageState, ParseStateError, ScenarioState,
 };

@@ -8,8 +8,8 @@
 //! the guards of a commit.
 //!
 //! A plan is applied under a [`Tag`] (the engine gives each input its own):
-//! the keys it writes carry the pending revision `-tag` until their commit
-//! finishes. A later plan that reads or overwrites such a value lists the tag
+//! the keys it writes carry the [`Stamp::Pending`] of that tag until their
+//! commit finishes. A later plan that reads or overwrites such a value lists the tag
 //! in [`Plan::depends_on`], so the engine can tell inputs that may commit
 //! concurrently (no dependency) from those that must wait for, or commit
 //! after, the plan they read.
@@ -37,37 +37,67 @@ use crate::topology::{Affected, Topology};
 /// A store revision (etcd's `mod_revision`); 0 means "absent".
 pub type Revision = i64;
 
-/// The revision of a value written by a plan whose commit has not finished,
-/// applied with [`Snapshot::apply`] (tag 1). Every negative revision is
-/// pending: `-tag` for a plan applied with [`Snapshot::apply_as`]. A later
-/// plan does not guard such a key again: the earlier write carries the guard.
-pub const PENDING_REVISION: Revision = -1;
-
 /// Which applied plan a pending value belongs to (1 or more).
 pub type Tag = u64;
 
-/// Whether `revision` marks a value whose commit has not finished.
-pub fn is_pending(revision: Revision) -> bool {
-    revision < 0
+/// Where a cached value stands: as the store holds it, or as an applied
+/// plan whose commit has not finished wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stamp {
+    /// In the store at this `mod_revision` (0: the key is absent).
+    Stored(Revision),
+    /// Written or deleted by the plan applied under this tag, not committed
+    /// yet. A later plan does not guard such a key again: the earlier write
+    /// carries the guard.
+    Pending(Tag),
 }
 
-/// The pending revision of values written under `tag`.
-pub fn pending_revision(tag: Tag) -> Revision {
-    -i64::try_from(tag.max(1)).unwrap_or(i64::MAX)
+impl Stamp {
+    /// A key the store does not hold.
+    pub const ABSENT: Stamp = Stamp::Stored(0);
+
+    /// The tag of the plan that wrote the value, while it is pending.
+    pub fn pending_tag(self) -> Option<Tag> {
+        match self {
+            Stamp::Pending(tag) => Some(tag),
+            Stamp::Stored(_) => None,
+        }
+    }
+
+    /// The store revision (0: absent), unless the value is pending.
+    pub fn stored(self) -> Option<Revision> {
+        match self {
+            Stamp::Stored(revision) => Some(revision),
+            Stamp::Pending(_) => None,
+        }
+    }
+
+    /// Whether the value waits for its commit.
+    pub fn is_pending(self) -> bool {
+        matches!(self, Stamp::Pending(_))
+    }
+
+    /// Whether a value the store reports at `revision` replaces this one: a
+    /// pending value is the owner's to settle; a stored one gives way to a
+    /// later revision (or to any, when absent).
+    pub fn is_older_than(self, revision: Revision) -> bool {
+        matches!(self, Stamp::Stored(known) if known == 0 || known < revision)
+    }
 }
 
-/// The tag of a pending revision.
-pub fn pending_tag(revision: Revision) -> Option<Tag> {
-    is_pending(revision).then(|| revision.unsigned_abs())
+impl Default for Stamp {
+    fn default() -> Self {
+        Stamp::ABSENT
+    }
 }
 
-/// A value with the store revision it was read at.
+/// A value with where it stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Versioned<S> {
     /// The value.
     pub state: S,
-    /// Its `mod_revision`, or [`PENDING_REVISION`].
-    pub revision: Revision,
+    /// Its store revision, or the plan that wrote it.
+    pub stamp: Stamp,
 }
 
 /// What the snapshot knows of one node.
@@ -75,8 +105,8 @@ pub struct Versioned<S> {
 pub struct NodeEntry {
     /// The stored record (containers, models, failures).
     pub record: NodeRecord,
-    /// The record's revision (0: not stored).
-    pub revision: Revision,
+    /// The record's store revision (0: not stored), or the plan that wrote it.
+    pub stamp: Stamp,
     /// When the node last reported (ns); kept in memory only, so an unchanged
     /// report writes nothing. After a restart it is the first report's time.
     pub last_seen_ns: Option<i64>,
@@ -104,8 +134,8 @@ pub struct Snapshot {
     /// node -> containers with an information failure.
     pub(crate) failing: FastMap<String, BTreeSet<String>>,
     /// State keys deleted by a plan whose commit has not finished, with
-    /// the pending revision (a tombstone, so the delete can be depended on).
-    pub(crate) deleted: FastMap<(ResourceKind, String), Revision>,
+    /// its tag (a tombstone, so the delete can be depended on).
+    pub(crate) deleted: FastMap<(ResourceKind, String), Tag>,
 }
 
 impl Snapshot {
@@ -156,23 +186,23 @@ impl Snapshot {
         revision: Revision,
     ) -> Result<(), ParseStateError> {
         let state = AnyState::parse(kind, value)?;
-        self.set_state(kind, name, Some(state), revision);
+        self.set_state(kind, name, Some(state), Stamp::Stored(revision));
         Ok(())
     }
 
     /// Forgets a state whose key was deleted in the store.
     pub fn remove_state(&mut self, kind: ResourceKind, name: &str) {
-        self.set_state(kind, name, None, 0);
+        self.set_state(kind, name, None, Stamp::ABSENT);
     }
 
     /// Records a node record read from the store.
     pub fn load_node(&mut self, node: &str, record: NodeRecord, revision: Revision) {
-        self.set_node(node, Some(record), revision);
+        self.set_node(node, Some(record), Stamp::Stored(revision));
     }
 
     /// Forgets a node record deleted in the store.
     pub fn remove_node(&mut self, node: &str) {
-        self.set_node(node, None, 0);
+        self.set_node(node, None, Stamp::ABSENT);
     }
 
     /// The current state of a resource, if recorded.
@@ -180,44 +210,43 @@ impl Snapshot {
         self.versioned(kind, name).map(|(state, _)| state)
     }
 
-    /// The store revision of a resource's state key (0: absent), or a
-    /// pending revision when an uncommitted plan wrote or deleted it.
-    pub fn revision(&self, kind: ResourceKind, name: &str) -> Revision {
+    /// Where a resource's state key stands: its store revision (0: absent),
+    /// or the plan that wrote or deleted it while that is not committed.
+    pub fn stamp(&self, kind: ResourceKind, name: &str) -> Stamp {
         match self.versioned(kind, name) {
-            Some((_, revision)) => revision,
+            Some((_, stamp)) => stamp,
             None => self.tombstone(kind, name),
         }
     }
 
-    /// The pending revision of a delete whose commit has not finished, or 0.
-    pub(crate) fn tombstone(&self, kind: ResourceKind, name: &str) -> Revision {
+    /// The stamp of a delete whose commit has not finished, or absent.
+    pub(crate) fn tombstone(&self, kind: ResourceKind, name: &str) -> Stamp {
         if self.deleted.is_empty() {
-            return 0;
+            return Stamp::ABSENT;
         }
         self.deleted
             .get(&(kind, name.to_owned()))
-            .copied()
-            .unwrap_or(0)
+            .map_or(Stamp::ABSENT, |tag| Stamp::Pending(*tag))
     }
 
-    fn versioned(&self, kind: ResourceKind, name: &str) -> Option<(AnyState, Revision)> {
+    fn versioned(&self, kind: ResourceKind, name: &str) -> Option<(AnyState, Stamp)> {
         match kind {
             ResourceKind::Container => self
                 .containers
                 .get(name)
-                .map(|v| (AnyState::Container(v.state), v.revision)),
+                .map(|v| (AnyState::Container(v.state), v.stamp)),
             ResourceKind::Model => self
                 .models
                 .get(name)
-                .map(|v| (AnyState::Model(v.state), v.revision)),
+                .map(|v| (AnyState::Model(v.state), v.stamp)),
             ResourceKind::Package => self
                 .packages
                 .get(name)
-                .map(|v| (AnyState::Package(v.state), v.revision)),
+                .map(|v| (AnyState::Package(v.state), v.stamp)),
             ResourceKind::Scenario => self
                 .scenarios
                 .get(name)
-                .map(|v| (AnyState::Scenario(v.state), v.revision)),
+                .map(|v| (AnyState::Scenario(v.state), v.stamp)),
         }
     }
 
@@ -276,17 +305,16 @@ impl Snapshot {
     }
 
     /// Applies a plan's writes to the snapshot (before or after its commit)
-    /// under tag 1: written keys get [`PENDING_REVISION`] until
-    /// [`Snapshot::committed`].
+    /// under tag 1: written keys are pending until [`Snapshot::committed`].
     pub fn apply(&mut self, plan: &Plan) {
         self.apply_as(plan, 1);
     }
 
-    /// Applies a plan's writes under `tag`: written keys get the pending
-    /// revision `-tag` until [`Snapshot::committed_change`] and
+    /// Applies a plan's writes under `tag`: written keys are
+    /// [`Stamp::Pending`] until [`Snapshot::committed_change`] and
     /// [`Snapshot::committed_node`] record their store revisions.
     pub fn apply_as(&mut self, plan: &Plan, tag: Tag) {
-        let pending = pending_revision(tag);
+        let pending = Stamp::Pending(tag.max(1));
         for change in &plan.changes {
             self.set_state(change.kind, &change.name, change.new, pending);
         }
@@ -303,10 +331,10 @@ impl Snapshot {
     /// (reverse order).
     pub fn undo(&mut self, plan: &Plan) {
         for node in plan.nodes.iter().rev() {
-            self.set_node(&node.node, node.old.clone(), node.old_revision);
+            self.set_node(&node.node, node.old.clone(), node.old_stamp);
         }
         for change in plan.changes.iter().rev() {
-            self.set_state(change.kind, &change.name, change.old, change.old_revision);
+            self.set_state(change.kind, &change.name, change.old, change.old_stamp);
         }
     }
 
@@ -325,12 +353,12 @@ impl Snapshot {
     /// got (a plan too large for one transaction is committed in parts). A
     /// key written again by a later plan stays pending for that one.
     pub fn committed_change(&mut self, change: &Change, tag: Tag, revision: Revision) {
-        let pending = pending_revision(tag);
+        let tag = tag.max(1);
         if change.new.is_some() {
-            self.set_revision(change.kind, &change.name, pending, revision);
+            self.set_revision(change.kind, &change.name, Stamp::Pending(tag), revision);
         } else if !self.deleted.is_empty() {
             let key = (change.kind, change.name.clone());
-            if self.deleted.get(&key) == Some(&pending) {
+            if self.deleted.get(&key) == Some(&tag) {
                 self.deleted.remove(&key);
             }
         }
@@ -342,10 +370,14 @@ impl Snapshot {
         let Some(entry) = self.nodes.get_mut(&node.node) else {
             return;
         };
-        if entry.revision != pending_revision(tag) {
+        if entry.stamp != Stamp::Pending(tag.max(1)) {
             return;
         }
-        entry.revision = if node.new.is_some() { revision } else { 0 };
+        entry.stamp = if node.new.is_some() {
+            Stamp::Stored(revision)
+        } else {
+            Stamp::ABSENT
+        };
         let stale = std::mem::take(&mut entry.stale);
         prune(&mut self.model_index, &node.node, &entry.record, stale);
         if entry.record.containers.is_empty() && entry.last_seen_ns.is_none() && node.new.is_none()
@@ -354,23 +386,17 @@ impl Snapshot {
         }
     }
 
-    fn set_revision(
-        &mut self,
-        kind: ResourceKind,
-        name: &str,
-        pending: Revision,
-        revision: Revision,
-    ) {
+    fn set_revision(&mut self, kind: ResourceKind, name: &str, pending: Stamp, revision: Revision) {
         fn bump<S>(
             map: &mut FastMap<String, Versioned<S>>,
             name: &str,
-            pending: Revision,
+            pending: Stamp,
             revision: Revision,
         ) {
             if let Some(v) = map.get_mut(name)
-                && v.revision == pending
+                && v.stamp == pending
             {
-                v.revision = revision;
+                v.stamp = Stamp::Stored(revision);
             }
         }
         match kind {
@@ -382,13 +408,7 @@ impl Snapshot {
     }
 
     /// Writes (or with `None` removes) a state in the map of its kind.
-    fn set_state(
-        &mut self,
-        kind: ResourceKind,
-        name: &str,
-        state: Option<AnyState>,
-        revision: Revision,
-    ) {
+    fn set_state(&mut self, kind: ResourceKind, name: &str, state: Option<AnyState>, stamp: Stamp) {
         match state {
             None => {
                 match kind {
@@ -397,26 +417,26 @@ impl Snapshot {
                     ResourceKind::Package => self.packages.remove(name).map(drop),
                     ResourceKind::Scenario => self.scenarios.remove(name).map(drop),
                 };
-                if is_pending(revision) {
-                    self.deleted.insert((kind, name.to_owned()), revision);
+                if let Some(tag) = stamp.pending_tag() {
+                    self.deleted.insert((kind, name.to_owned()), tag);
                     return;
                 }
             }
-            Some(AnyState::Container(s)) => insert(&mut self.containers, name, s, revision),
-            Some(AnyState::Model(s)) => insert(&mut self.models, name, s, revision),
-            Some(AnyState::Package(s)) => insert(&mut self.packages, name, s, revision),
-            Some(AnyState::Scenario(s)) => insert(&mut self.scenarios, name, s, revision),
+            Some(AnyState::Container(s)) => insert(&mut self.containers, name, s, stamp),
+            Some(AnyState::Model(s)) => insert(&mut self.models, name, s, stamp),
+            Some(AnyState::Package(s)) => insert(&mut self.packages, name, s, stamp),
+            Some(AnyState::Scenario(s)) => insert(&mut self.scenarios, name, s, stamp),
         }
         if !self.deleted.is_empty() {
             self.deleted.remove(&(kind, name.to_owned()));
         }
     }
 
-    fn set_node(&mut self, node: &str, record: Option<NodeRecord>, revision: Revision) {
+    fn set_node(&mut self, node: &str, record: Option<NodeRecord>, stamp: Stamp) {
         let entry = self.nodes.entry(node.to_owned()).or_default();
         let old = std::mem::replace(&mut entry.record, record.unwrap_or_default());
-        entry.revision = revision;
-        let pending = is_pending(revision);
+        entry.stamp = stamp;
+        let pending = stamp.is_pending();
         // Index entries of the old record that the new one drops: removed,
         // or kept while the new record is pending (see `NodeEntry::stale`).
         for (container, c) in old.containers {
@@ -455,7 +475,10 @@ impl Snapshot {
         } else {
             self.failing.insert(node.to_owned(), failing);
         }
-        if entry.record.containers.is_empty() && entry.last_seen_ns.is_none() && revision == 0 {
+        if entry.record.containers.is_empty()
+            && entry.last_seen_ns.is_none()
+            && stamp == Stamp::ABSENT
+        {
             self.nodes.remove(node);
         }
     }
@@ -499,11 +522,11 @@ fn prune(
     }
 }
 
-fn insert<S>(map: &mut FastMap<String, Versioned<S>>, name: &str, state: S, revision: Revision) {
+fn insert<S>(map: &mut FastMap<String, Versioned<S>>, name: &str, state: S, stamp: Stamp) {
     match map.get_mut(name) {
-        Some(v) => *v = Versioned { state, revision },
+        Some(v) => *v = Versioned { state, stamp },
         None => {
-            map.insert(name.to_owned(), Versioned { state, revision });
+            map.insert(name.to_owned(), Versioned { state, stamp });
         }
     }
 }

@@ -6,8 +6,7 @@
 mod support;
 
 use statemachine_core::{
-    CoreConfig, Input, Plan, RequestKind, ResourceKind, Snapshot, is_pending, pending_revision,
-    plan,
+    CoreConfig, Input, Plan, RequestKind, ResourceKind, Snapshot, Stamp, plan,
 };
 use support::*;
 
@@ -82,8 +81,8 @@ fn nothing_pending(s: &Snapshot) -> bool {
     ResourceKind::ALL.iter().all(|kind| {
         s.states(*kind)
             .iter()
-            .all(|(name, _)| !is_pending(s.revision(*kind, name)))
-    }) && s.nodes().all(|(_, e)| !is_pending(e.revision))
+            .all(|(name, _)| !s.stamp(*kind, name).is_pending())
+    }) && s.nodes().all(|(_, e)| !e.stamp.is_pending())
 }
 
 fn apply_as(s: &mut Snapshot, input: Input<'_>, tag: u64) -> Plan {
@@ -124,7 +123,7 @@ fn a_scenario_change_depends_on_its_pending_state_whatever_the_outcome() {
     let mut s = two_nodes();
     let first = request(RequestKind::Scenario, "sa", "Idle", "Waiting");
     apply_as(&mut s, Input::StateChange(&first), 7);
-    assert_eq!(s.revision(S, "sa"), pending_revision(7));
+    assert_eq!(s.stamp(S, "sa"), Stamp::Pending(7));
 
     // Accepted on top of the pending state.
     let next = request(RequestKind::Scenario, "sa", "Waiting", "Satisfied");
@@ -277,7 +276,7 @@ fn a_pending_delete_is_a_dependency() {
         changes(&pb)
     );
     assert_eq!(s.state(C, "shared-y"), None);
-    assert_eq!(s.revision(C, "shared-y"), pending_revision(4));
+    assert_eq!(s.stamp(C, "shared-y"), Stamp::Pending(4));
     // na now reports a container of that name for model a1 (nothing of
     // nb's is read): the plan writes a key whose delete is pending.
     let mut again = container("shared-y", "running");
@@ -298,13 +297,13 @@ fn a_pending_delete_is_a_dependency() {
         .find(|c| c.kind == C && c.name == "shared-y")
         .expect("shared-y written again");
     assert_eq!(
-        write.old_revision,
-        pending_revision(4),
+        write.old_stamp,
+        Stamp::Pending(4),
         "not guarded again: the delete carries the guard"
     );
     // Committing the delete leaves no tombstone.
     commit(&mut s, &pb, 4, 11);
-    assert_eq!(s.revision(C, "shared-y"), 0);
+    assert_eq!(s.stamp(C, "shared-y"), Stamp::ABSENT);
     assert!(plan(&s, Input::NodeReport(&ra), 1).depends_on.is_empty());
 }
 
@@ -377,9 +376,9 @@ fn a_key_written_again_by_a_later_tag_stays_pending_for_it() {
     // The first commit (an earlier transaction) does not mark the second
     // write committed.
     commit(&mut s, &p1, 1, 20);
-    assert_eq!(s.revision(S, "sa"), pending_revision(2));
+    assert_eq!(s.stamp(S, "sa"), Stamp::Pending(2));
     commit(&mut s, &p2, 2, 21);
-    assert_eq!(s.revision(S, "sa"), 21);
+    assert_eq!(s.stamp(S, "sa"), Stamp::Stored(21));
     assert_eq!(state(&s, S, "sa").as_deref(), Some("Satisfied"));
 }
 

@@ -10,7 +10,7 @@ use state_store::{StoreError, WatchEvent, WatchStream, get_all};
 use statemachine_core::definition::DefinitionKind;
 use statemachine_core::keys::{Bookkeeping, parse_state_key, state_prefix};
 use statemachine_core::record::NodeRecord;
-use statemachine_core::{Affected, ResourceKind, is_pending};
+use statemachine_core::{Affected, ResourceKind};
 
 use super::Owner;
 use super::commit::{Queued, all_within};
@@ -132,8 +132,7 @@ impl Owner {
                 let Some((kind, name)) = parse_state_key(key) else {
                     return Affected::default();
                 };
-                let known = self.snapshot.revision(kind, name);
-                if is_pending(known) || (known != 0 && known >= revision) {
+                if !self.snapshot.stamp(kind, name).is_older_than(revision) {
                     return Affected::default();
                 }
                 let text = String::from_utf8_lossy(value);
@@ -146,8 +145,12 @@ impl Owner {
                 let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) else {
                     return Affected::default();
                 };
-                let known = self.snapshot.node(node).map_or(0, |e| e.revision);
-                if is_pending(known) || (known != 0 && known >= revision) {
+                let known = self
+                    .snapshot
+                    .node(node)
+                    .map(|e| e.stamp)
+                    .unwrap_or_default();
+                if !known.is_older_than(revision) {
                     return Affected::default();
                 }
                 match NodeRecord::decode(value) {
@@ -168,18 +171,21 @@ impl Owner {
                 .update_definition(key, None)
                 .unwrap_or_default(),
             Feed::States(_) => {
-                if let Some((kind, name)) = parse_state_key(key) {
-                    let known = self.snapshot.revision(kind, name);
-                    if !is_pending(known) && known < revision {
-                        self.snapshot.remove_state(kind, name);
-                    }
+                if let Some((kind, name)) = parse_state_key(key)
+                    && self.snapshot.stamp(kind, name).is_older_than(revision)
+                {
+                    self.snapshot.remove_state(kind, name);
                 }
                 Affected::default()
             }
             Feed::Nodes => {
                 if let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) {
-                    let known = self.snapshot.node(node).map_or(0, |e| e.revision);
-                    if !is_pending(known) && known < revision {
+                    let known = self
+                        .snapshot
+                        .node(node)
+                        .map(|e| e.stamp)
+                        .unwrap_or_default();
+                    if known.is_older_than(revision) {
                         self.snapshot.remove_node(node);
                     }
                 }

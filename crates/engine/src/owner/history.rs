@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use state_store::{Op, StoreError, get_all};
 use statemachine_core::keys::{Bookkeeping, state_key};
 use statemachine_core::record::{HistoryEntry, OutboxRecord};
-use statemachine_core::{Change, NodeChange, ResourceKind, is_pending};
+use statemachine_core::{Change, NodeChange, ResourceKind, Stamp};
 use tokio::time::Instant;
 
 use super::Owner;
@@ -39,7 +39,10 @@ pub(super) fn new_history(now_ns: i64) -> HistoryMeta {
 /// The write of a state key, guarded by the revision it was planned from.
 fn state_unit(change: &Change, target: Target) -> Unit {
     let key = state_key(change.kind, &change.name);
-    let guard = (!is_pending(change.old_revision)).then(|| (key.clone(), change.old_revision));
+    let guard = change
+        .old_stamp
+        .stored()
+        .map(|revision| (key.clone(), revision));
     let op = match change.new {
         Some(state) => Op::Put {
             key,
@@ -77,7 +80,7 @@ impl Owner {
                 {
                     continue;
                 }
-                let new_resource = change.old.is_none() && change.old_revision == 0;
+                let new_resource = change.old.is_none() && change.old_stamp == Stamp::ABSENT;
                 let key = (change.kind, change.name.clone());
                 if !new_resource && !self.history.contains_key(&key) {
                     wanted.push(key);
@@ -228,7 +231,10 @@ impl Owner {
     /// The write of a node record, guarded by the revision it was planned from.
     fn node_unit(&self, node: &NodeChange, target: Target) -> Unit {
         let key = self.keys.node_key(&node.node);
-        let guard = (!is_pending(node.old_revision)).then(|| (key.clone(), node.old_revision));
+        let guard = node
+            .old_stamp
+            .stored()
+            .map(|revision| (key.clone(), revision));
         let op = match &node.new {
             Some(record) => Op::Put {
                 key,

@@ -9,7 +9,7 @@ use crate::derive::{ContainerSet, ModelSet};
 use crate::fastmap::FastMap;
 use crate::name::ResourceKind;
 use crate::record::OutboxRecord;
-use crate::snapshot::{NodeEntry, Revision, Snapshot, Tag, Versioned, duration_ns, pending_tag};
+use crate::snapshot::{NodeEntry, Snapshot, Stamp, Tag, Versioned, duration_ns};
 use crate::state::{AnyState, ContainerState, ModelState, PackageState};
 use crate::transition::{is_documented_model_edge, is_documented_package_edge};
 
@@ -89,11 +89,11 @@ impl<'a> Cascade<'a> {
         }
     }
 
-    /// Notes a value read from the snapshot at `revision`: a pending one
+    /// Notes a value read from the snapshot with its `stamp`: a pending one
     /// makes the plan depend on the plan that wrote it.
     #[inline]
-    pub(super) fn note(&mut self, revision: Revision) {
-        if let Some(tag) = pending_tag(revision) {
+    pub(super) fn note(&mut self, stamp: Stamp) {
+        if let Some(tag) = stamp.pending_tag() {
             self.depends_on.push(tag);
         }
     }
@@ -116,7 +116,7 @@ impl<'a> Cascade<'a> {
     ) -> Option<S> {
         match map.get(name) {
             Some(v) => {
-                self.note(v.revision);
+                self.note(v.stamp);
                 Some(v.state)
             }
             None => {
@@ -154,7 +154,7 @@ impl<'a> Cascade<'a> {
     /// A node's record as the snapshot has it, noting a pending one.
     pub(super) fn node_entry(&mut self, node: &str) -> Option<&'a NodeEntry> {
         let entry = self.s.nodes.get(node)?;
-        self.note(entry.revision);
+        self.note(entry.stamp);
         Some(entry)
     }
 
@@ -166,14 +166,14 @@ impl<'a> Cascade<'a> {
         new: Option<AnyState>,
         reason: Reason,
     ) {
-        let old_revision = self.s.revision(kind, name);
-        self.note(old_revision);
+        let old_stamp = self.s.stamp(kind, name);
+        self.note(old_stamp);
         self.changes.push(Change {
             kind,
             name: name.to_owned(),
             old,
             new,
-            old_revision,
+            old_stamp,
             reason,
         });
     }

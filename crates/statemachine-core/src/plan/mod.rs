@@ -22,7 +22,7 @@ pub use crate::input::{Input, NodeReport, ReportedContainer, RequestKind, StateC
 use crate::error::{ErrorCode, Rejection};
 use crate::name::ResourceKind;
 use crate::record::{NodeRecord, OutboxRecord};
-use crate::snapshot::{Revision, Snapshot, Tag, duration_ns, pending_tag};
+use crate::snapshot::{Snapshot, Stamp, Tag, duration_ns};
 use crate::state::{AnyState, PackageState};
 use crate::topology::{Affected, ModelSource};
 use cascade::Cascade;
@@ -74,8 +74,10 @@ pub struct Change {
     pub old: Option<AnyState>,
     /// The state after (`None`: the key is deleted).
     pub new: Option<AnyState>,
-    /// The key's revision the change was planned from: the commit's guard.
-    pub old_revision: Revision,
+    /// Where the key stood when the change was planned: its store revision
+    /// is the commit's guard (0: the key must be absent); a pending one is
+    /// guarded by the plan that wrote it.
+    pub old_stamp: Stamp,
     /// Why.
     pub reason: Reason,
 }
@@ -89,8 +91,9 @@ pub struct NodeChange {
     pub old: Option<NodeRecord>,
     /// The record after (`None`: deleted).
     pub new: Option<NodeRecord>,
-    /// The record's revision the change was planned from.
-    pub old_revision: Revision,
+    /// Where the record stood when the change was planned (as for
+    /// [`Change::old_stamp`]).
+    pub old_stamp: Stamp,
 }
 
 /// Something the engine does besides writing states.
@@ -194,7 +197,7 @@ pub fn plan(snapshot: &Snapshot, input: Input<'_>, now_ns: i64) -> Plan {
             let mut p = plan_request(snapshot, request, now_ns);
             // Whatever the outcome, it rests on the resource's recorded state.
             if let Some(kind) = request.kind.managed()
-                && let Some(tag) = pending_tag(snapshot.revision(kind, &request.name))
+                && let Some(tag) = snapshot.stamp(kind, &request.name).pending_tag()
                 && let Err(at) = p.depends_on.binary_search(&tag)
             {
                 p.depends_on.insert(at, tag);
@@ -231,7 +234,7 @@ fn plan_tick(s: &Snapshot, now: i64) -> Plan {
                 .last_seen_ns
                 .is_some_and(|seen| now >= seen.saturating_add(timeout))
             {
-                cascade.note(entry.revision);
+                cascade.note(entry.stamp);
                 models.extend(entry.record.containers.values().map(|c| c.model.as_str()));
             }
         }
@@ -270,7 +273,7 @@ fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Pla
     // ETCD-CONTRACT: a new Scenario/ definition without a state key gets
     // its default state, Idle (written last: bottom-up).
     for scenario in &affected.scenarios {
-        cascade.note(s.revision(ResourceKind::Scenario, scenario));
+        cascade.note(s.stamp(ResourceKind::Scenario, scenario));
         if s.topology.scenario(scenario).is_some()
             && !s.scenarios.contains_key(scenario)
             && let Some(initial) = s.default_state(ResourceKind::Scenario, scenario)
@@ -292,7 +295,7 @@ fn plan_reevaluate<'a>(s: &'a Snapshot, affected: &'a Affected, now: i64) -> Pla
                 node: node.to_owned(),
                 old: entry.map(|e| e.record.clone()),
                 new: (!record.containers.is_empty()).then_some(record),
-                old_revision: entry.map_or(0, |e| e.revision),
+                old_stamp: entry.map_or(Stamp::ABSENT, |e| e.stamp),
             }
         })
         .collect();

@@ -10,7 +10,7 @@ use crate::fastmap::{FastMap, FastSet};
 use crate::input::NodeReport;
 use crate::name::validate;
 use crate::record::{NodeContainer, NodeRecord};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, Stamp};
 use crate::state::ContainerState;
 
 pub(super) fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64) -> Plan {
@@ -190,7 +190,7 @@ pub(super) fn plan_report<'a>(s: &'a Snapshot, report: &'a NodeReport, now: i64)
                 })
                 .collect(),
         }),
-        old_revision: prev.map_or(0, |e| e.revision),
+        old_stamp: prev.map_or(Stamp::ABSENT, |e| e.stamp),
     });
     // (Every slot's model is in `affected_index`.)
     let (slots, starts) = group_by(record, affected.len(), |slot| {

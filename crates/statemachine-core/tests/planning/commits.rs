@@ -20,11 +20,11 @@ fn undo_restores_the_snapshot_after_a_failed_commit() {
     let p = plan(&s, Input::NodeReport(&r), 1);
     s.apply(&p);
     assert_eq!(state(&s, P, "p1").as_deref(), Some("Error"));
-    assert_eq!(s.revision(P, "p1"), statemachine_core::PENDING_REVISION);
+    assert_eq!(s.stamp(P, "p1"), statemachine_core::Stamp::Pending(1));
     s.undo(&p);
     assert_eq!(state(&s, P, "p1").as_deref(), Some("Running"));
     assert_eq!(state(&s, C, "m2-main"), None);
-    assert_eq!(s.revision(P, "p1"), 1);
+    assert_eq!(s.stamp(P, "p1"), statemachine_core::Stamp::Stored(1));
     // Planning again gives the same plan.
     assert_eq!(plan(&s, Input::NodeReport(&r), 1), p);
 }
@@ -43,11 +43,15 @@ fn changes_carry_the_revisions_they_were_planned_from() {
         )),
         0,
     );
-    assert_eq!(p.changes[0].old_revision, 42);
+    assert_eq!(p.changes[0].old_stamp, statemachine_core::Stamp::Stored(42));
     let p = plan(
         &s,
         Input::StateChange(&request(RequestKind::Scenario, "s2", "Idle", "Waiting")),
         0,
     );
-    assert_eq!(p.changes[0].old_revision, 0, "absent key: guard on absence");
+    assert_eq!(
+        p.changes[0].old_stamp,
+        statemachine_core::Stamp::ABSENT,
+        "absent key: guard on absence"
+    );
 }
