@@ -1,7 +1,7 @@
 //! The daemon under test as a child process: spawned with loopback ports,
 //! its stderr copied to a log file by a thread that also notes when the
 //! `metrics on ADDR` and `listening on ADDR` lines appear, stopped with
-//! SIGTERM (then SIGKILL) at the end.
+//! SIGTERM (then SIGKILL) at the end, or killed outright by the crash drill.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -25,6 +25,8 @@ pub struct DaemonSpec {
     pub listen: String,
     /// Where its log goes.
     pub log_path: PathBuf,
+    /// More command-line options, after the ones above (e.g. `--commit-timeout 5s`).
+    pub extra_args: Vec<String>,
 }
 
 enum LogEvent {
@@ -70,6 +72,7 @@ impl Daemon {
             .arg(&spec.etcd)
             .arg("--action-controller")
             .arg(&spec.action_controller)
+            .args(&spec.extra_args)
             .env("RUST_LOG", "info")
             .env_remove("STATEMANAGER_CONFIG")
             .stdin(Stdio::null())
@@ -169,6 +172,14 @@ impl Daemon {
             Ok(kib * 1024)
         };
         Ok((field("VmRSS:")?, field("VmHWM:")?))
+    }
+
+    /// SIGKILL (kill -9: no graceful exit, no flush) and waits for the
+    /// process to end; the crash drill's fault.
+    pub fn kill(&mut self) -> Result<()> {
+        self.child.kill().context("sending SIGKILL to the daemon")?;
+        self.child.wait().context("waiting for the killed daemon")?;
+        Ok(())
     }
 
     /// SIGTERM, up to 10 s for a graceful exit, then SIGKILL.

@@ -9,7 +9,17 @@
 //! target/release/smbench w3            # P4: quiet reports, zero etcd writes
 //! target/release/smbench memory        # P6: RSS with 10k models, 20k containers
 //! target/release/smbench startup       # P7: ready with >= 100k state keys
+//! target/release/smbench crash         # drill (R1, issue 17): kill -9 mid-cascade, no reconcile lost
+//! target/release/smbench outage        # drill (R2): etcd frozen 10 s under load, deadlines kept
 //! ```
+//!
+//! The two drills are run by hand, not by `all` (nor in CI): `crash` kills
+//! the daemon with SIGKILL `--kills` times while the four nodes' reports
+//! are being committed and restarts it on the same etcd, then checks that
+//! every entry of a package into Error recorded in etcd got its Reconcile;
+//! `outage` stops etcd with SIGSTOP for `--freeze` under 16 clients' load
+//! and checks that every request is answered before its deadline and that
+//! the answers tell the truth about what etcd holds afterwards.
 //!
 //! For every measurement it starts a fresh etcd (etcd-harness, loopback,
 //! temporary directory, `--auto-compaction-retention 1`), the in-process
@@ -29,15 +39,18 @@
 //!
 //! `--etcd URL` / `--daemon URL` use already-running ones instead; then a
 //! fresh etcd per run is the caller's job, reconcile counts are not checked
-//! and `memory`/`startup` (which need their own daemon process) refuse to run.
+//! and `memory`/`startup` (which need their own daemon process) refuse to run,
+//! as do `crash` and `outage` with either (they kill the daemon or stop etcd).
 
 mod baseline;
 mod cascade;
 mod context;
 mod cpu;
+mod crash;
 mod daemon;
 mod kv;
 mod memory;
+mod outage;
 mod raw;
 mod report;
 mod rules;
@@ -51,7 +64,7 @@ mod w2;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -61,7 +74,7 @@ use crate::context::MachineContext;
 use crate::report::{RunResult, WorkloadSummary};
 use crate::setup::Common;
 
-/// Load generator for the StateManager daemon (QUALITY-BAR workloads W1, W2, W3, memory, start-up).
+/// Load generator for the StateManager daemon (QUALITY-BAR workloads W1, W2, W3, memory, start-up, and the crash and outage drills).
 ///
 /// Every measurement starts a fresh etcd and the daemon itself (loopback only)
 /// and prints throughput, latency percentiles, the raw etcd baseline of the
@@ -77,7 +90,9 @@ use crate::setup::Common;
     target/release/smbench w2 --rounds 100 --flip-fraction 0.25\n  \
     target/release/smbench w3 --w3-concurrency 4,16 --reports 8000\n  \
     target/release/smbench memory\n  \
-    target/release/smbench startup --startup-packages 7200"
+    target/release/smbench startup --startup-packages 7200\n  \
+    target/release/smbench crash --kills 8 --seed 7\n  \
+    target/release/smbench outage --freeze 10s --runs 3 --json outage.json"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -97,10 +112,10 @@ struct Cli {
     etcd: Option<String>,
     /// Use this running daemon (`http://host:port`, configured with the same
     /// etcd) instead of spawning one. Reconcile counts are then not checked;
-    /// `memory` and `startup` refuse to run.
+    /// `memory`, `startup`, `crash` and `outage` refuse to run.
     #[arg(long, global = true)]
     daemon: Option<String>,
-    /// Seed of the W2/W3/memory/startup state draws.
+    /// Seed of the W2/W3/memory/startup state draws and of crash's kill delays.
     #[arg(long, global = true, default_value_t = 42)]
     seed: u64,
     /// W1: scenarios per run [default: 16000 at c=64, 2000 at c=1].
@@ -112,7 +127,7 @@ struct Cli {
     /// W2: rounds of reports per node.
     #[arg(long, global = true, default_value_t = 50)]
     rounds: usize,
-    /// W2/memory: fraction of the models flipped to another state in each round after the first.
+    /// W2/memory/crash: fraction of the models flipped to another state in each round after the first.
     #[arg(long, global = true, default_value_t = 0.5)]
     flip_fraction: f64,
     /// W3: quiet reports per measurement.
@@ -127,6 +142,30 @@ struct Cli {
     /// startup: packages written to etcd (14 state keys each; 7200 gives 100,800).
     #[arg(long, global = true, default_value_t = 7200)]
     startup_packages: usize,
+    /// crash: rounds ended by a SIGKILL of the daemon (0-40 ms after the reports are sent).
+    #[arg(long, global = true, default_value_t = 8)]
+    kills: usize,
+    /// outage: how long etcd stays stopped (SIGSTOP), e.g. `10s`, `2500ms`.
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    freeze: Duration,
+}
+
+/// `10s`, `2500ms` or `10` (seconds).
+fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(ms) = text.strip_suffix("ms") {
+        (ms, 1e-3)
+    } else if let Some(s) = text.strip_suffix('s') {
+        (s, 1.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{text}' is not a duration; write e.g. 10s or 2500ms"))?;
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|_| format!("'{text}' is not a duration; write e.g. 10s or 2500ms"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
@@ -143,6 +182,12 @@ enum Workloads {
     Memory,
     /// Start-up (P7): spawn -> first answer with >= 100k state keys in etcd.
     Startup,
+    /// Drill (R1, issue 17), not part of `all`: kill -9 of the daemon while
+    /// cascades commit, restart; no entry into Error without its Reconcile.
+    Crash,
+    /// Drill (R2), not part of `all`: etcd stopped (SIGSTOP) for `--freeze`
+    /// under load; every answer within its deadline and true to what etcd holds.
+    Outage,
 }
 
 fn daemon_bin(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -278,6 +323,32 @@ async fn run(cli: Cli) -> Result<bool> {
         .await;
     }
 
+    if cli.command == Workloads::Crash {
+        let options = crash::CrashOptions {
+            kills: cli.kills,
+            flip: cli.flip_fraction,
+        };
+        println!(
+            "\ncrash: 48 packages x 4 models x 2 containers on 4 nodes; {} rounds each ended by kill -9 0-40 ms after the reports, then a final round; flip fraction {}, seed {}",
+            options.kills, options.flip, cli.seed
+        );
+        repeat(&mut summaries, "crash (kill -9)", runs, |run| {
+            crash::run(&common, run, options)
+        })
+        .await;
+    }
+    if cli.command == Workloads::Outage {
+        let options = outage::OutageOptions { freeze: cli.freeze };
+        println!(
+            "\noutage: 16 clients, new scenarios Idle->Waiting (deadline 10 s), daemon --commit-timeout 5s; etcd SIGSTOP for {:?} after 3 s, 3 s more after SIGCONT",
+            options.freeze
+        );
+        repeat(&mut summaries, "outage (etcd frozen)", runs, |run| {
+            outage::run(&common, run, options)
+        })
+        .await;
+    }
+
     println!("\n==================== summary ====================");
     machine.print();
     for summary in &summaries {
@@ -317,5 +388,19 @@ async fn main() -> ExitCode {
             eprintln!("smbench: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2500ms"), Ok(Duration::from_millis(2500)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }

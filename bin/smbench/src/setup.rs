@@ -125,21 +125,29 @@ impl Env {
             action_controller: self.ac.url(),
             listen: listen.to_owned(),
             log_path: self.common.workdir.join(format!("{label}.log")),
+            extra_args: Vec::new(),
         }
     }
 
     /// Spawns the daemon (or connects to `--daemon`) and connects the shared channel.
     pub async fn start_daemon(&mut self, label: &str) -> Result<()> {
-        let url = match &self.common.daemon {
-            Some(url) => url.clone(),
-            None => {
-                let mut daemon = Daemon::spawn(&self.spec(label, "127.0.0.1:0"))?;
-                let addr = daemon.wait_listening(Duration::from_secs(60)).await?;
-                self.daemon = Some(daemon);
-                format!("http://{addr}")
-            }
-        };
-        let channel = connect_channel(&url).await?;
+        match self.common.daemon.clone() {
+            Some(url) => self.connect(&url).await,
+            None => self.spawn_daemon(&self.spec(label, "127.0.0.1:0")).await,
+        }
+    }
+
+    /// Spawns the daemon of `spec`, waits until it listens and connects the
+    /// shared channel to it, replacing the daemon and channel there were.
+    pub async fn spawn_daemon(&mut self, spec: &DaemonSpec) -> Result<()> {
+        let mut daemon = Daemon::spawn(spec)?;
+        let addr = daemon.wait_listening(Duration::from_secs(60)).await?;
+        self.daemon = Some(daemon);
+        self.connect(&format!("http://{addr}")).await
+    }
+
+    async fn connect(&mut self, url: &str) -> Result<()> {
+        let channel = connect_channel(url).await?;
         self.sm = Some(client_on(channel.clone()));
         self.channel = Some(channel);
         Ok(())

@@ -210,19 +210,35 @@ impl Topology {
     /// `rounds` rounds: the first draws every model's state among the four,
     /// each later one gives a fraction `flip` of the models a different state.
     pub fn draw_rounds(&self, rounds: usize, flip: f64, rng: &mut SplitMix64) -> Vec<Round> {
+        self.draw_rounds_among(&Cond::ALL, rounds, flip, rng)
+    }
+
+    /// [`draw_rounds`](Self::draw_rounds) with the models' states drawn
+    /// among `conds` only (distinct, at least two): the first round draws
+    /// each model's state, each later one gives a fraction `flip` of the
+    /// models another of `conds`. With the four conditions it draws exactly
+    /// what `draw_rounds` does.
+    pub fn draw_rounds_among(
+        &self,
+        conds: &[Cond],
+        rounds: usize,
+        flip: f64,
+        rng: &mut SplitMix64,
+    ) -> Vec<Round> {
+        assert!(conds.len() >= 2, "at least two conditions to flip between");
         let mut out: Vec<Round> = Vec::with_capacity(rounds);
         for r in 0..rounds {
             let round: Round = match out.last() {
                 None => (0..self.models())
-                    .map(|_| Cond::ALL[rng.below(4)])
+                    .map(|_| conds[rng.below(conds.len())])
                     .collect(),
                 Some(previous) => previous
                     .iter()
                     .map(|&cond| {
                         if rng.unit() < flip {
                             let others: Vec<Cond> =
-                                Cond::ALL.into_iter().filter(|c| *c != cond).collect();
-                            others[rng.below(3)]
+                                conds.iter().copied().filter(|c| *c != cond).collect();
+                            others[rng.below(others.len())]
                         } else {
                             cond
                         }
