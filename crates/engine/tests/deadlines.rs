@@ -185,3 +185,83 @@ async fn a_callers_deadline_sooner_than_the_commit_timeout_bounds_its_wait() {
     assert_eq!(value(store.as_ref(), "/model/m1/state").await, None);
     engine.shutdown().await;
 }
+
+/// A store that applies a transaction and then reports a timeout, as a
+/// store client whose own deadline passed after the request was sent.
+struct LateStore {
+    inner: MemoryStore,
+    late: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl StateStore for LateStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn get_prefix(&self, prefix: &str, options: ListOptions) -> Result<Page, StoreError> {
+        self.inner.get_prefix(prefix, options).await
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
+        let applied = self.inner.apply(batch).await?;
+        if self.late.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::Timeout {
+                operation: "apply",
+                after: Duration::from_secs(5),
+            });
+        }
+        Ok(applied)
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        self.inner.watch(prefix, from).await
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.inner.revision().await
+    }
+}
+
+#[tokio::test]
+async fn a_store_timeout_after_the_transaction_was_sent_is_never_answered_nothing_was_written() {
+    let store = Arc::new(LateStore {
+        inner: MemoryStore::default(),
+        late: std::sync::atomic::AtomicBool::new(true),
+    });
+    let (engine, _) = start(store.clone(), timeouts()).await;
+    let h = engine.handle();
+    let answer = h.change_state(scenario("s", "Idle", "Waiting")).await;
+    assert_eq!(answer.code, ErrorCode::ResourceUnavailable, "{answer:?}");
+    assert!(
+        !answer.message.contains("nothing was written"),
+        "the transaction was sent: {answer:?}"
+    );
+    // It was written: the cache follows the store.
+    assert_eq!(
+        value(store.as_ref(), "/scenario/s/state").await.as_deref(),
+        Some("Waiting")
+    );
+    let mut seen = String::new();
+    for _ in 0..100 {
+        seen = h
+            .get_state(statemachine_core::ResourceKind::Scenario, "s")
+            .await
+            .unwrap()
+            .unwrap()
+            .state;
+        if seen == "Waiting" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(seen, "Waiting", "the watch brought the cache in line");
+    store.late.store(false, std::sync::atomic::Ordering::SeqCst);
+    let next = h.change_state(scenario("s", "Waiting", "Satisfied")).await;
+    assert_success(next.code, &next.message);
+    engine.shutdown().await;
+}

@@ -615,7 +615,12 @@ async fn commit_chain(
         }
         match tokio::time::timeout_at(deadline, store.apply(batch)).await {
             Ok(Ok(applied)) => revisions.push(applied.revision),
-            Ok(Err(error)) => return Err(failed(error, revisions.len(), false)),
+            // The store's own deadline, or a connection lost, after the
+            // transaction may have been sent: its fate is unknown.
+            Ok(Err(error)) => {
+                let in_doubt = error.is_transient();
+                return Err(failed(error, revisions.len(), in_doubt));
+            }
             Err(_) => {
                 let error = StoreError::Timeout {
                     operation: "commit",
