@@ -108,6 +108,7 @@ mod bodies {
     /// the same report is sent again.
     pub async fn one_reconcile_per_entry_into_error(store: Arc<dyn StateStore>) {
         define_infotainment(store.as_ref()).await;
+        define_barrier(store.as_ref()).await;
         let (engine, action) = start(store.clone(), config()).await;
         let h = engine.handle();
         let running = report(
@@ -147,13 +148,14 @@ mod bodies {
         assert_eq!(reconciles[0].package, "p1");
         let before = store.revision().await.unwrap();
         assert_success(h.report_containers(dead).await.code, "resent");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert_eq!(action.count().await, 1, "no second reconcile");
+        // Answered after its commit: had it written, the revision would show.
         assert_eq!(
             store.revision().await.unwrap(),
             before,
             "an unchanged report writes nothing"
         );
+        outbox_barrier(&h, &action).await;
+        assert_eq!(action.count().await, 1, "no second reconcile");
         engine.shutdown().await;
     }
 
@@ -162,6 +164,7 @@ mod bodies {
     /// is deleted; the engine keeps processing meanwhile.
     pub async fn reconcile_survives_an_action_controller_outage(store: Arc<dyn StateStore>) {
         define_infotainment(store.as_ref()).await;
+        define_barrier(store.as_ref()).await;
         let (engine, action) = start(store.clone(), config()).await;
         action.down.store(true, Ordering::SeqCst);
         let h = engine.handle();
@@ -213,7 +216,7 @@ mod bodies {
             .unwrap()
             .0;
         assert!(outbox.is_empty(), "delivered records are deleted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        outbox_barrier(&h, &action).await;
         assert_eq!(action.count().await, 1, "delivered once");
         engine.shutdown().await;
     }
@@ -222,6 +225,7 @@ mod bodies {
     /// pending outbox and validates transitions against the stored state.
     pub async fn restart_redelivers_and_validates(store: Arc<dyn StateStore>) {
         define_infotainment(store.as_ref()).await;
+        define_barrier(store.as_ref()).await;
         let (first, action) = start(store.clone(), config()).await;
         action.down.store(true, Ordering::SeqCst);
         let h = first.handle();
@@ -257,7 +261,7 @@ mod bodies {
         let before = store.revision().await.unwrap();
         assert_success(h.report_containers(dead).await.code, "resent");
         assert_eq!(store.revision().await.unwrap(), before);
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        outbox_barrier(&h, &action).await;
         assert_eq!(
             action.count().await,
             1,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use engine::{
-    ActionError, ActionPort, Engine, EngineConfig, OffloadAnswer, OffloadRequest, ReconcileRequest,
+    ActionError, ActionPort, Engine, EngineConfig, EngineHandle, OffloadAnswer, OffloadRequest,
+    ReconcileRequest,
 };
 use state_store::{Batch, MemoryStore, StateStore};
 use statemachine_core::{
@@ -17,20 +18,30 @@ use statemachine_core::{
 use tokio::sync::Mutex;
 
 /// An ActionController that records reconcile requests and can be down.
+/// The reconciles of package [`BARRIER`] are recorded apart, in
+/// `barriers`: they mark a point in the outbox, they are not the test's.
 #[derive(Default)]
 pub struct RecordingAction {
     pub reconciles: Mutex<Vec<ReconcileRequest>>,
     pub down: AtomicBool,
     pub attempts: AtomicUsize,
+    pub barriers: AtomicUsize,
 }
 
 #[async_trait]
 impl ActionPort for RecordingAction {
     async fn reconcile(&self, request: ReconcileRequest) -> Result<(), ActionError> {
-        self.attempts.fetch_add(1, Ordering::SeqCst);
         if self.down.load(Ordering::SeqCst) {
+            if request.package != BARRIER {
+                self.attempts.fetch_add(1, Ordering::SeqCst);
+            }
             return Err(ActionError::Unavailable("connection refused".into()));
         }
+        if request.package == BARRIER {
+            self.barriers.fetch_add(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        self.attempts.fetch_add(1, Ordering::SeqCst);
         self.reconciles.lock().await.push(request);
         Ok(())
     }
@@ -62,6 +73,53 @@ impl RecordingAction {
         }
         self.reconciles.lock().await.clone()
     }
+}
+
+/// The scenario, package, model and node of the outbox barrier (see
+/// [`outbox_barrier`]); its container is `model-barrier`.
+pub const BARRIER: &str = "barrier";
+
+/// Defines scenario `barrier` -> package `barrier` = {model `barrier` on node
+/// `barrier`}. Call it before the engine starts, so that the engine knows
+/// the package from its first load (a definition written later reaches it
+/// through a watch, in its own time).
+pub async fn define_barrier(store: &dyn StateStore) {
+    put(
+        store,
+        "Scenario/barrier",
+        "kind: Scenario\nmetadata:\n  name: barrier\nspec:\n  target: barrier\n",
+    )
+    .await;
+    put(
+        store,
+        "Package/barrier",
+        "kind: Package\nmetadata:\n  name: barrier\nspec:\n  models:\n    - name: barrier\n      node: barrier\n",
+    )
+    .await;
+}
+
+/// Returns once every reconcile the engine handed to its outbox worker
+/// before this call has been delivered, or shown never to have existed:
+/// drives package `barrier` into Error and waits (5 s at most) for its
+/// reconcile. An input is answered only after its reconciles were handed to
+/// the worker, and the worker delivers them in that order (each due at once
+/// while the ActionController is up), so none handed over earlier is still
+/// pending when the barrier's arrives. The package stays in Error: once per
+/// engine, after [`define_barrier`].
+pub async fn outbox_barrier(h: &EngineHandle, action: &RecordingAction) {
+    let before = action.barriers.load(Ordering::SeqCst);
+    let dead = report(
+        BARRIER,
+        vec![container("model-barrier", &[("Status", "dead")])],
+    );
+    assert_success(h.report_containers(dead).await.code, "the barrier's report");
+    for _ in 0..500 {
+        if action.barriers.load(Ordering::SeqCst) > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the barrier's reconcile did not arrive within 5 s");
 }
 
 /// Test configuration: no grace period, fast retries, short timeouts.
