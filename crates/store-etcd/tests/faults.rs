@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_harness::Etcd;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use state_store::{
     Batch, EventKind, ListOptions, Revision, StateStore, StoreError, WatchEvent, WatchStream,
 };
@@ -26,10 +26,34 @@ async fn next_event(stream: &mut WatchStream) -> WatchEvent {
     }
 }
 
-/// Asserts that nothing arrives on `stream` for a while.
-async fn assert_quiet(stream: &mut WatchStream) {
-    if let Ok(item) = tokio::time::timeout(Duration::from_millis(300), stream.next()).await {
-        panic!("expected no further watch item, got {item:?}");
+/// Asserts that nothing but the event of a marker written now through
+/// `writer` comes next on `stream`: a repeated event, an error or the end of
+/// the stream would come before it.
+async fn assert_nothing_before_a_marker(stream: &mut WatchStream, writer: &EtcdStore, key: &str) {
+    let marker = writer
+        .apply(Batch::new().put(key, "marker"))
+        .await
+        .expect("the marker is written");
+    let event = next_event(stream).await;
+    assert_eq!(
+        (event.kv.key.as_str(), event.kv.mod_revision),
+        (key, marker.revision),
+        "expected nothing before the marker, got {event:?}"
+    );
+}
+
+/// Asserts that a watch whose etcd is down keeps quiet and open: once its
+/// task has tried to reconnect twice (so it has taken a failed attempt for
+/// one to retry, not for the end), the stream holds nothing.
+async fn assert_quiet_while_reconnecting(store: &EtcdStore, stream: &mut WatchStream) {
+    let before = store.watch_reconnects();
+    let retried = eventually(Duration::from_secs(10), || async {
+        store.watch_reconnects() >= before + 2
+    })
+    .await;
+    assert!(retried, "the watch keeps trying to reconnect");
+    if let Some(item) = stream.next().now_or_never() {
+        panic!("expected no watch item while etcd is down, got {item:?}");
     }
 }
 
@@ -189,7 +213,7 @@ async fn a_watch_delivers_every_event_exactly_once_across_an_etcd_restart() {
 
     etcd.kill();
     // While etcd is down there is nothing to deliver, and the stream stays open.
-    assert_quiet(&mut watch).await;
+    assert_quiet_while_reconnecting(&store, &mut watch).await;
     etcd.restart().unwrap();
     wait_until_served(&writer).await;
 
@@ -207,7 +231,7 @@ async fn a_watch_delivers_every_event_exactly_once_across_an_etcd_restart() {
         .collect();
     assert_eq!(got, expected, "every event, in order, once");
     assert_eq!(seen[3].kind, EventKind::Delete);
-    assert_quiet(&mut watch).await;
+    assert_nothing_before_a_marker(&mut watch, &writer, "/w/marker").await;
     assert!(store.watch_reconnects() >= 1, "the watch had to reconnect");
     assert_eq!(store.active_watches(), 1);
 }
@@ -220,6 +244,9 @@ async fn a_watch_retries_with_capped_backoff_while_etcd_is_down_and_stops_when_d
     assert_eq!(store.active_watches(), 1);
 
     etcd.kill();
+    // Real time on purpose: what is measured is how many reconnects a
+    // wall-clock interval holds (the watch talks to a real process, so
+    // tokio's clock cannot be paused here).
     let down = Duration::from_secs(2);
     tokio::time::sleep(down).await;
     let attempts = store.watch_reconnects();
@@ -249,8 +276,13 @@ async fn a_watch_retries_with_capped_backoff_while_etcd_is_down_and_stops_when_d
     // A watch dropped while its etcd is down stops too (it is not stuck in a
     // reconnect loop).
     let watch = store.watch("/d/", 0).await.unwrap();
+    let before = store.watch_reconnects();
     etcd.kill();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reconnecting = eventually(Duration::from_secs(10), || async {
+        store.watch_reconnects() > before
+    })
+    .await;
+    assert!(reconnecting, "the watch tries to reconnect");
     drop(watch);
     let stopped = eventually(Duration::from_secs(2), || async {
         store.active_watches() == 0
@@ -507,5 +539,5 @@ async fn a_frozen_cluster_member_is_routed_around_by_writes_and_the_watch() {
         etcd.resume_member(victim).unwrap();
         etcd.wait_until_healthy().unwrap();
     }
-    assert_quiet(&mut watch).await;
+    assert_nothing_before_a_marker(&mut watch, &store, "/frozen/marker").await;
 }
