@@ -179,6 +179,37 @@ impl ActionControllerDouble {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+
+    /// Waits until a Reconcile request for `scenario` arrived (`within` at
+    /// most) and takes it out of the record: [`reconciles`](Self::reconciles)
+    /// no longer lists it. `None` when none arrived in time.
+    ///
+    /// For a test's barrier: a reconcile asked for after the requests under
+    /// test is delivered after every reconcile they caused, so once it is
+    /// here the record holds theirs, and the barrier's own is out of it.
+    pub async fn take_reconcile(
+        &self,
+        scenario: &str,
+        within: Duration,
+    ) -> Option<ac::ReconcileRequest> {
+        let started = Instant::now();
+        loop {
+            {
+                let mut received = self
+                    .received
+                    .reconciles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                if let Some(i) = received.iter().position(|r| r.scenario_name == scenario) {
+                    return Some(received.remove(i));
+                }
+            }
+            if started.elapsed() > within {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl Drop for ActionControllerDouble {

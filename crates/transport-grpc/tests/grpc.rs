@@ -414,6 +414,7 @@ async fn oversized_messages_are_rejected_and_the_server_keeps_serving() {
 async fn a_package_driven_to_error_sends_exactly_one_reconcile() {
     let ac = ActionControllerServer::start().await;
     let sm = StateManager::start(&ac.url()).await;
+    sm.define_barrier().await;
     let mut raw = sm.raw.clone();
     let report = |status: &str| ms::ContainerList {
         node_name: "n1".into(),
@@ -452,7 +453,7 @@ async fn a_package_driven_to_error_sends_exactly_one_reconcile() {
     raw.send_changed_container_list(report("dead"))
         .await
         .expect("accepted");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    sm.reconcile_barrier(&ac).await;
     assert_eq!(ac.reconciles().len(), 1, "exactly one Reconcile");
     sm.shutdown().await;
 }

@@ -4,14 +4,16 @@
 #![allow(dead_code)]
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use engine::{Engine, EngineConfig};
 use state_store::{Batch, MemoryStore, StateStore};
+use statemachine_core::ResourceKind;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+use transport_grpc::proto::monitoringserver as ms;
 use transport_grpc::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
 use transport_grpc::{
     ActionControllerClient, ActionControllerOptions, ServeError, ServeOptions, StateManagerClient,
@@ -147,6 +149,59 @@ impl StateManager {
             .await
             .expect("get")
             .map(|kv| String::from_utf8(kv.value).expect("utf-8"))
+    }
+
+    /// Defines scenario `barrier` -> package `barrier` = {model `barrier` on
+    /// node `barrier`} for [`StateManager::reconcile_barrier`], and waits
+    /// (5 s at most) until the engine knows the package.
+    pub async fn define_barrier(&self) {
+        put(
+            self.store.as_ref(),
+            "Scenario/barrier",
+            "kind: Scenario\nmetadata:\n  name: barrier\nspec:\n  target: barrier\n",
+        )
+        .await;
+        put(
+            self.store.as_ref(),
+            "Package/barrier",
+            "kind: Package\nmetadata:\n  name: barrier\nspec:\n  models:\n    - name: barrier\n      node: barrier\n",
+        )
+        .await;
+        let started = Instant::now();
+        while !matches!(
+            self.handle()
+                .get_state(ResourceKind::Package, "barrier")
+                .await,
+            Ok(Some(_))
+        ) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the engine did not learn the barrier's package within 5 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Returns once every Reconcile the engine was asked for before this
+    /// call has reached `ac`: reports, over gRPC, the barrier's container
+    /// dead, which drives package `barrier` into Error, and takes the
+    /// barrier's Reconcile out of `ac`'s record (see
+    /// [`ActionControllerServer::take_reconcile`]). A report is answered
+    /// after the reconciles it causes are handed to the outbox worker, which
+    /// delivers them in that order while the ActionController is up. Once
+    /// per StateManager, after [`StateManager::define_barrier`].
+    pub async fn reconcile_barrier(&self, ac: &ActionControllerServer) {
+        self.raw
+            .clone()
+            .send_changed_container_list(ms::ContainerList {
+                node_name: "barrier".into(),
+                containers: vec![container("model-barrier", &[("Status", "dead")])],
+            })
+            .await
+            .expect("the barrier's report is accepted");
+        ac.take_reconcile("barrier", Duration::from_secs(5))
+            .await
+            .expect("the barrier's Reconcile arrives within 5 s");
     }
 }
 
