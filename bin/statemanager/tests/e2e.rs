@@ -22,9 +22,6 @@ const PACKAGE: ResourceType = ResourceType::Package;
 const MODEL: ResourceType = ResourceType::Model;
 const OUTBOX: &str = "/statemanager/outbox/";
 
-/// How long a test waits before concluding that something did *not* happen.
-const QUIET: Duration = Duration::from_millis(700);
-
 #[tokio::test]
 async fn a_scenario_goes_idle_waiting_satisfied_allowed_completed_in_lowercase_or_enum_spelling_and_each_success_is_already_in_etcd()
  {
@@ -179,6 +176,7 @@ async fn package_reaches_degraded_then_error_when_its_models_die_and_the_action_
     let etcd = etcd();
     let keys = Keys::connect(&etcd).await;
     define_s_driving_p_with_m1_m2(&keys).await;
+    define_barrier(&keys).await;
     let ac = ActionController::start().await;
     let daemon = Daemon::start_on(&etcd, &ac.url()).await;
     let mut sm = daemon.client().await;
@@ -237,13 +235,14 @@ async fn package_reaches_degraded_then_error_when_its_models_die_and_the_action_
     // The same report again: nothing changes, nothing is asked.
     let revision = keys.revision().await;
     report_containers(&mut sm, both_dead).await;
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(ac.reconciles().len(), 1, "exactly one Reconcile");
+    // Answered after its commit: had it written, the revision would show.
     assert_eq!(
         keys.revision().await,
         revision,
         "an unchanged report writes nothing"
     );
+    reconcile_barrier(&mut sm, &ac).await;
+    assert_eq!(ac.reconciles().len(), 1, "exactly one Reconcile");
 }
 
 #[tokio::test]
@@ -372,6 +371,7 @@ async fn a_reconcile_for_a_package_that_entered_error_while_the_action_controlle
     let etcd = etcd();
     let keys = Keys::connect(&etcd).await;
     define_s_driving_p_with_m1_m2(&keys).await;
+    define_barrier(&keys).await;
     let mut ac = ActionController::down();
     let daemon = Daemon::start_on(&etcd, &ac.url()).await;
     let mut sm = daemon.client().await;
@@ -433,7 +433,7 @@ async fn a_reconcile_for_a_package_that_entered_error_while_the_action_controlle
         up.elapsed()
     );
     keys.eventually_count(OUTBOX, 0).await;
-    tokio::time::sleep(QUIET).await;
+    reconcile_barrier(&mut sm, &ac).await;
     assert_eq!(ac.reconciles().len(), 1, "exactly once");
 }
 
@@ -443,6 +443,7 @@ async fn after_a_sigkill_and_a_restart_on_the_same_etcd_states_are_intact_transi
     let etcd = etcd();
     let keys = Keys::connect(&etcd).await;
     define_s_driving_p_with_m1_m2(&keys).await;
+    define_barrier(&keys).await;
     let mut ac = ActionController::down();
     let first = Daemon::start_on(&etcd, &ac.url()).await;
     let mut sm = first.client().await;
@@ -511,7 +512,7 @@ async fn after_a_sigkill_and_a_restart_on_the_same_etcd_states_are_intact_transi
         "the reconcile pending at the kill is delivered by the restarted daemon"
     );
     keys.eventually_count(OUTBOX, 0).await;
-    tokio::time::sleep(QUIET).await;
+    reconcile_barrier(&mut sm, &ac).await;
     assert_eq!(ac.reconciles().len(), 1, "exactly once");
 }
 
@@ -859,6 +860,36 @@ async fn define_s_driving_p_with_m1_m2(keys: &Keys) {
     keys.define_package("p", &[("m1", "n1"), ("m2", "n1")])
         .await;
     keys.define_scenario("s", "p").await;
+}
+
+/// Scenario `barrier` drives package `barrier` = {`barrier`} on node
+/// `barrier`; its container is `model-barrier`. Defined before the daemon
+/// starts, so that the daemon knows it from its first load.
+async fn define_barrier(keys: &Keys) {
+    keys.define_package("barrier", &[("barrier", "barrier")])
+        .await;
+    keys.define_scenario("barrier", "barrier").await;
+}
+
+/// Returns once every Reconcile the daemon was asked for before this call
+/// has reached `ac`: reports the barrier's container dead, which drives
+/// package `barrier` into Error, and takes the barrier's Reconcile out of
+/// `ac`'s record. The daemon answers a report after handing the reconciles
+/// it causes to its outbox, which delivers them in that order while the
+/// ActionController is up: a process cannot be paused, but it can be made
+/// to show that it is done. Once per daemon, after [`define_barrier`].
+async fn reconcile_barrier(sm: &mut StateManagerConnection, ac: &ActionController) {
+    report_containers(
+        sm,
+        report(
+            "barrier",
+            vec![container("model-barrier", podman_state("dead", 137, false))],
+        ),
+    )
+    .await;
+    ac.take_reconcile("barrier", Duration::from_secs(5))
+        .await
+        .expect("the barrier's Reconcile arrives within 5 s");
 }
 
 fn running() -> std::collections::HashMap<String, String> {
