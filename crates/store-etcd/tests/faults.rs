@@ -441,8 +441,14 @@ async fn concurrent_guarded_increments_lose_nothing() {
 async fn a_three_member_cluster_keeps_serving_when_a_member_dies() {
     let mut etcd = Etcd::builder().members(3).start().unwrap();
     let config = EtcdConfig {
-        // A leader election takes about a second with etcd's defaults.
+        // A leader election takes about a second with etcd's defaults, and
+        // the members answer "no leader" at once meanwhile: the retries must
+        // outlast it, not only the deadline.
         request_timeout: Duration::from_secs(5),
+        retry: RetryPolicy {
+            max_attempts: 50,
+            ..Default::default()
+        },
         ..test_config(&etcd)
     };
     let store = connect(config).await;
