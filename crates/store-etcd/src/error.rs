@@ -436,7 +436,7 @@ mod tests {
     }
 
     #[test]
-    fn client_side_errors_map_by_variant() {
+    fn client_side_errors_are_not_retried() {
         let got = classify(EtcdError::InvalidArgs("empty endpoints".into()), 128);
         assert_eq!(got.retry, Retry::Never);
         assert!(matches!(got.error, StoreError::InvalidRequest { .. }));
