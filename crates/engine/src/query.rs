@@ -37,7 +37,7 @@ impl HistoryReader {
         let (kvs, _) = tokio::time::timeout(self.timeout, read)
             .await
             .map_err(|_| EngineError::Timeout(self.timeout))?
-            .map_err(|e| EngineError::Unavailable(e.to_string()))?;
+            .map_err(EngineError::from)?;
         let mut entries: Vec<(u64, HistoryEntry)> = kvs
             .iter()
             .filter_map(|kv| {
