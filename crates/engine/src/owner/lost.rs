@@ -26,20 +26,11 @@ impl Owner {
     /// delivery markers and histories only when a package in a reconcile
     /// state has no pending record.
     pub(super) async fn check_outbox(&mut self) -> Result<OutboxCheck, StoreError> {
-        let page = self.config.load_page_size;
         let timeout = self.config.commit_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let (kvs, _) = all_within(
-            deadline,
-            "outbox read",
-            [get_all(
-                self.store.as_ref(),
-                &self.keys.outbox_prefix(),
-                page,
-            )],
-        )
-        .await?
-        .remove(0)?;
+        let kvs = self
+            .list_within(&self.keys.outbox_prefix(), deadline, "outbox read")
+            .await?;
         let mut pending = Vec::with_capacity(kvs.len());
         for kv in kvs {
             match OutboxRecord::decode(&kv.value) {
@@ -77,17 +68,9 @@ impl Owner {
             });
         }
 
-        let (markers, _) = all_within(
-            deadline,
-            "delivery read",
-            [get_all(
-                self.store.as_ref(),
-                &self.keys.delivered_prefix(),
-                page,
-            )],
-        )
-        .await?
-        .remove(0)?;
+        let markers = self
+            .list_within(&self.keys.delivered_prefix(), deadline, "delivery read")
+            .await?;
         let delivered: HashMap<String, DeliveryRecord> = markers
             .into_iter()
             .filter_map(|kv| {
@@ -148,5 +131,18 @@ impl Owner {
             written.push(item);
         }
         Ok(OutboxCheck { pending, written })
+    }
+
+    /// Lists a prefix, all pages, before `deadline`.
+    async fn list_within(
+        &self,
+        prefix: &str,
+        deadline: tokio::time::Instant,
+        operation: &'static str,
+    ) -> Result<Vec<state_store::KeyValue>, StoreError> {
+        let page = self.config.load_page_size;
+        let read = get_all(self.store.as_ref(), prefix, page);
+        let (kvs, _) = all_within(deadline, operation, [read]).await?.remove(0)?;
+        Ok(kvs)
     }
 }
