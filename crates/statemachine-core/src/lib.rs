@@ -15,8 +15,11 @@
 //!   the [`Input`] of planning;
 //! - [`snapshot`] and [`mod@plan`]: cascade planning — an input against a
 //!   snapshot gives the key writes and effects to commit;
-//! - [`recovery`]: the retry and escalation ladder for reconcile requests.
+//! - [`recovery`]: the retry and escalation ladder for reconcile requests;
+//! - [`alert`]: alert records and their lifecycle (raise, acknowledge,
+//!   resolve, expire).
 
+pub mod alert;
 pub mod config;
 mod counting_sort;
 pub mod definition;
