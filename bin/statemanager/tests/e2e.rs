@@ -961,7 +961,10 @@ async fn with_etcd_frozen_every_request_is_answered_within_its_deadline_and_noth
             "s{k}: {answer:?}"
         );
         assert!(
-            waited <= limit + Duration::from_millis(100),
+            // The engine's own bound (+100 ms) is checked exactly with paused
+            // time in engine/tests/deadlines.rs; a real process on a loaded
+            // test machine gets more room for scheduling.
+            waited <= limit + Duration::from_millis(300),
             "s{k}: answered after {waited:?}, limit {limit:?}"
         );
         if answer.message.contains("nothing was written") {
