@@ -26,6 +26,7 @@ pub mod definition;
 pub mod derive;
 pub mod error;
 mod fastmap;
+pub mod healing;
 pub mod input;
 pub mod keys;
 pub mod name;
