@@ -17,7 +17,9 @@
 //!   snapshot gives the key writes and effects to commit;
 //! - [`recovery`]: the retry and escalation ladder for reconcile requests;
 //! - [`alert`]: alert records and their lifecycle (raise, acknowledge,
-//!   resolve, expire).
+//!   resolve, expire);
+//! - [`healing`]: self-healing incidents: issue classification, the
+//!   strategy ladder, the tracker's figures and the StateDiff planner.
 
 pub mod alert;
 pub mod config;

@@ -261,6 +261,32 @@ impl Incident {
         self.due_ns = Some(now_ns.saturating_add(ns(strategy.validation_timeout)));
     }
 
+    /// The rung failed without waiting for validation (Relocate with no
+    /// live target node, RECOVERY.md §3): the step in flight or being
+    /// validated times out now, so [`next_step`] answers Retry, Escalate or
+    /// Fail at once.
+    pub fn rung_failed(&mut self, now_ns: i64) {
+        if self.phase.is_terminal() {
+            return;
+        }
+        if let Some(step) = self.in_flight() {
+            step.outcome = Outcome::Delivered;
+        }
+        if self
+            .steps
+            .last()
+            .is_some_and(|s| s.outcome == Outcome::Delivered)
+        {
+            self.phase = Phase::Validating;
+            self.due_ns = Some(now_ns);
+        }
+    }
+
+    /// Whether the current rung is the ladder's last (Notify is critical there).
+    pub fn on_last_rung(&self, strategy: &Strategy) -> bool {
+        self.rung as usize + 1 >= strategy.actions.len()
+    }
+
     /// `AbortRecovery`: Aborted at once; a step in flight keeps going at the
     /// ActionController but its outcome is ignored. Returns whether it was open.
     pub fn abort(&mut self, now_ns: i64) -> bool {

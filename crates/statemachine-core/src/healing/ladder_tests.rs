@@ -196,6 +196,24 @@ fn retries_are_bounded_by_max_retry_count() {
 }
 
 #[test]
+fn a_rung_that_fails_at_once_escalates_without_waiting() {
+    let strategy = Strategy::default_for(IssueType::NodeSilent);
+    let mut i = open(IssueType::NodeSilent, &strategy);
+    assert_eq!(next_step(&i, &strategy, sick(), 5 * S), Step::Act(Relocate));
+    assert!(!i.on_last_rung(&strategy));
+    i.acted(&strategy, 5 * S);
+    i.rung_failed(6 * S);
+    assert_eq!(next_step(&i, &strategy, sick(), 6 * S), Step::Escalate);
+    i.apply(Step::Escalate, &strategy, 6 * S, 1.0);
+    assert_eq!(i.steps[0].outcome, Outcome::TimedOut);
+    assert_eq!(next_step(&i, &strategy, sick(), 6 * S), Step::Act(Notify));
+    // Nothing in flight or validating: no effect.
+    let before = i.clone();
+    i.rung_failed(7 * S);
+    assert_eq!(i, before);
+}
+
+#[test]
 fn abort_ends_at_once_and_ignores_the_step_in_flight() {
     let strategy = Strategy::default_for(IssueType::PackageError);
     let mut i = open(IssueType::PackageError, &strategy);
@@ -262,6 +280,8 @@ enum Event {
     Deliver,
     /// Flapping: damped until this many seconds from now.
     Damp(u8),
+    /// The rung fails at once (no target node).
+    Refuse,
     /// An operator aborts.
     Abort,
 }
@@ -272,6 +292,7 @@ fn any_event() -> impl proptest::strategy::Strategy<Value = Event> {
         2 => any::<bool>().prop_map(Event::Health),
         4 => Just(Event::Deliver),
         1 => any::<u8>().prop_map(Event::Damp),
+        1 => Just(Event::Refuse),
         1 => Just(Event::Abort),
     ]
 }
@@ -301,6 +322,7 @@ proptest! {
                 Some(Event::Health(h)) => observed.healthy = h,
                 Some(Event::Deliver) => incident.delivered(&strategy, now),
                 Some(Event::Damp(s)) => observed.quiet_until_ns = Some(now + i64::from(s) * S),
+                Some(Event::Refuse) => incident.rung_failed(now),
                 Some(Event::Abort) => { incident.abort(now); }
                 None => {
                     after_script += 1;
