@@ -129,7 +129,8 @@ pub struct Observation {
 pub enum Step {
     /// Nothing until this time (initial delay, back-off, damping).
     Wait(i64),
-    /// Take this rung's action.
+    /// Take this rung's action: put it in the outbox, then call
+    /// [`Incident::acted`]. An unsupported action is only recorded (no call).
     Act(RecoveryAction),
     /// The action is in the outbox and not delivered: wait for it.
     AwaitDelivery,

@@ -355,5 +355,8 @@ proptest! {
             }
         }
         prop_assert!(incident.phase.is_terminal());
+        prop_assert!(incident.ended_ns.is_some() && incident.due_ns.is_none());
+        let json = serde_json::to_vec(&incident).unwrap();
+        prop_assert_eq!(serde_json::from_slice::<Incident>(&json).unwrap(), incident);
     }
 }
