@@ -10,6 +10,7 @@ use crate::config::CoreConfig;
 use crate::state::{AnyState, ModelState, PackageState};
 
 use super::ns;
+use super::tracker::{History, TrackerRules};
 
 /// What kind of trouble an incident recovers from; it selects the strategy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -152,6 +153,17 @@ pub fn classify(trigger: &Trigger, rules: &IssueRules, now_ns: i64) -> Classific
     }
 }
 
+/// Whether the tracker's history opens a Flapping incident at `now_ns`
+/// (RECOVERY.md §4): at least `flap_threshold` transitions within
+/// `flap_window`, whatever the states.
+pub fn classify_flapping(history: &History, rules: &TrackerRules, now_ns: i64) -> Classification {
+    if history.is_flapping(rules, now_ns) {
+        Classification::Open(IssueType::Flapping)
+    } else {
+        Classification::None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +288,37 @@ mod tests {
             let now = trigger.entered_ns + after_s * S;
             assert_eq!(classify(&trigger, rules, now), expected, "{case}");
         }
+    }
+
+    #[test]
+    fn flapping_opens_from_the_tracker() {
+        use crate::healing::tracker::Transition;
+        let rules = TrackerRules::default();
+        let mut history = History::new(rules.capacity);
+        let (run, err) = (
+            AnyState::Package(PackageState::Running),
+            AnyState::Package(PackageState::Error),
+        );
+        for i in 0..5 {
+            assert_eq!(
+                classify_flapping(&history, &rules, i * S),
+                Classification::None
+            );
+            let (from, to) = if i % 2 == 0 { (run, err) } else { (err, run) };
+            history.record(Transition {
+                at_ns: i * S,
+                from,
+                to,
+            });
+        }
+        assert_eq!(
+            classify_flapping(&history, &rules, 5 * S),
+            Classification::Open(IssueType::Flapping)
+        );
+        assert_eq!(
+            classify_flapping(&history, &rules, 61 * S),
+            Classification::None
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub mod strategy;
 pub mod tracker;
 
 pub use diff::{ActionPlan, NoAction, PlanContext, Priority, StateDiff, plan_diff};
-pub use issue::{Classification, IssueRules, IssueType, Trigger, classify};
+pub use issue::{Classification, IssueRules, IssueType, Trigger, classify, classify_flapping};
 pub use ladder::{Incident, Observation, Phase, Step, next_step};
 pub use strategy::{Backoff, RecoveryAction, Strategy, StrategyError, StrategyTable};
 pub use tracker::{History, Stability, TrackerRules};
