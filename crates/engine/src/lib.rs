@@ -85,7 +85,7 @@ impl Engine {
             events: events_tx.clone(),
             history: Arc::new(query::HistoryReader {
                 store: store.clone(),
-                keys,
+                keys: keys.clone(),
                 timeout: config.commit_timeout,
             }),
             action: action.clone(),
@@ -108,7 +108,7 @@ impl Engine {
         let (pending, watches) = owner.load().await?;
         let worker = outbox::OutboxWorker {
             store,
-            keys: Bookkeeping::new(&config.bookkeeping_prefix),
+            keys,
             action,
             handle: handle.clone(),
             events: events_tx,

@@ -203,17 +203,7 @@ impl Owner {
             return;
         };
         let deadline = Instant::now() + self.config.commit_timeout;
-        let listed = all_within(
-            deadline,
-            "re-list",
-            [get_all(
-                self.store.as_ref(),
-                &prefix,
-                self.config.load_page_size,
-            )],
-        )
-        .await
-        .and_then(|mut results| results.remove(0));
+        let listed = self.list_within(&prefix, deadline, "re-list").await;
         let error = match listed {
             Ok((kvs, revision)) => {
                 let mut affected = Affected::default();
@@ -317,5 +307,17 @@ impl Owner {
             }
             Feed::Definitions(_) => {}
         }
+    }
+
+    /// Lists a prefix, all pages, before `deadline`; with the store's
+    /// revision at the listing.
+    pub(super) async fn list_within(
+        &self,
+        prefix: &str,
+        deadline: Instant,
+        operation: &'static str,
+    ) -> Result<(Vec<state_store::KeyValue>, state_store::Revision), StoreError> {
+        let read = get_all(self.store.as_ref(), prefix, self.config.load_page_size);
+        all_within(deadline, operation, [read]).await?.remove(0)
     }
 }

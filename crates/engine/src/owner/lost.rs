@@ -28,7 +28,7 @@ impl Owner {
     pub(super) async fn check_outbox(&mut self) -> Result<OutboxCheck, StoreError> {
         let timeout = self.config.commit_timeout;
         let deadline = tokio::time::Instant::now() + timeout;
-        let kvs = self
+        let (kvs, _) = self
             .list_within(&self.keys.outbox_prefix(), deadline, "outbox read")
             .await?;
         let mut pending = Vec::with_capacity(kvs.len());
@@ -68,7 +68,7 @@ impl Owner {
             });
         }
 
-        let markers = self
+        let (markers, _) = self
             .list_within(&self.keys.delivered_prefix(), deadline, "delivery read")
             .await?;
         let delivered: HashMap<String, DeliveryRecord> = markers
@@ -131,18 +131,5 @@ impl Owner {
             written.push(item);
         }
         Ok(OutboxCheck { pending, written })
-    }
-
-    /// Lists a prefix, all pages, before `deadline`.
-    async fn list_within(
-        &self,
-        prefix: &str,
-        deadline: tokio::time::Instant,
-        operation: &'static str,
-    ) -> Result<Vec<state_store::KeyValue>, StoreError> {
-        let page = self.config.load_page_size;
-        let read = get_all(self.store.as_ref(), prefix, page);
-        let (kvs, _) = all_within(deadline, operation, [read]).await?.remove(0)?;
-        Ok(kvs)
     }
 }
