@@ -265,3 +265,94 @@ async fn a_store_timeout_after_the_transaction_was_sent_is_never_answered_nothin
     assert_success(next.code, &next.message);
     engine.shutdown().await;
 }
+
+/// A store whose first definitions watch breaks and whose prefix reads fail
+/// while `lists_fail` is set.
+struct BrokenWatchStore {
+    inner: MemoryStore,
+    lists_fail: std::sync::atomic::AtomicBool,
+    break_once: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl StateStore for BrokenWatchStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+
+    async fn get_prefix(&self, prefix: &str, options: ListOptions) -> Result<Page, StoreError> {
+        if self.lists_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StoreError::unavailable("listing refused (test)"));
+        }
+        self.inner.get_prefix(prefix, options).await
+    }
+
+    async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
+        self.inner.apply(batch).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        if prefix == "Scenario/"
+            && self
+                .break_once
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            let broken: Result<state_store::WatchEvent, StoreError> =
+                Err(StoreError::unavailable("watch lost (test)"));
+            return Ok(Box::pin(futures::stream::iter([broken])));
+        }
+        self.inner.watch(prefix, from).await
+    }
+
+    async fn revision(&self) -> Result<Revision, StoreError> {
+        self.inner.revision().await
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_re_list_that_fails_is_retried_later_while_the_engine_goes_on_answering() {
+    let store = Arc::new(BrokenWatchStore {
+        inner: MemoryStore::default(),
+        lists_fail: std::sync::atomic::AtomicBool::new(false),
+        break_once: std::sync::atomic::AtomicBool::new(true),
+    });
+    let (engine, _) = {
+        // Start-up lists every prefix; the broken watch is seen right after.
+        let started = start(store.clone(), timeouts()).await;
+        store
+            .lists_fail
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        started
+    };
+    let h = engine.handle();
+    // Several re-list attempts fail meanwhile; the engine still commits.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let answer = h.change_state(scenario("s", "Idle", "Waiting")).await;
+    assert_success(answer.code, &answer.message);
+    // The store lists again: the watch is re-established and a definition
+    // written afterwards reaches the engine (a new scenario gets Idle).
+    store
+        .lists_fail
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    put(
+        store.as_ref(),
+        "Scenario/later",
+        "kind: Scenario\nmetadata:\n  name: later\nspec:\n  target: p\n",
+    )
+    .await;
+    let mut state = None;
+    for _ in 0..100 {
+        state = value(store.as_ref(), "/scenario/later/state").await;
+        if state.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state.as_deref(), Some("Idle"));
+    engine.shutdown().await;
+}
