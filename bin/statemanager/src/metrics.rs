@@ -382,6 +382,9 @@ mod tests {
         async fn reconcile(&self, _: ReconcileRequest) -> Result<(), ActionError> {
             Err(ActionError::Unavailable("not in this test".into()))
         }
+        async fn trigger_action(&self, _: &str) -> Result<(), ActionError> {
+            Err(ActionError::Unavailable("not in this test".into()))
+        }
         async fn offload(&self, _: OffloadRequest) -> Result<OffloadAnswer, ActionError> {
             Err(ActionError::Unavailable("not in this test".into()))
         }

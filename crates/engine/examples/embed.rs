@@ -34,6 +34,11 @@ impl ActionPort for PrintingActionController {
         Ok(())
     }
 
+    async fn trigger_action(&self, scenario: &str) -> Result<(), ActionError> {
+        println!("ActionController: run the action of scenario '{scenario}' again");
+        Ok(())
+    }
+
     async fn offload(&self, request: OffloadRequest) -> Result<OffloadAnswer, ActionError> {
         Ok(OffloadAnswer {
             accepted: false,

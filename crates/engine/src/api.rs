@@ -7,12 +7,19 @@ use std::time::Duration;
 
 use state_store::StoreError;
 use statemachine_core::record::HistoryEntry;
+use statemachine_core::alert::Alert;
+use statemachine_core::healing::StateDiff;
 use statemachine_core::{ErrorCode, NodeReport, ResourceKind, StateChangeRequest};
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::events::{Event, EventFilter, Subscription};
+use crate::healing::healer::{ActionContext, HealerCommand, RecoveryNote};
+use crate::healing::{
+    AlertPage, AlertQuery, DiffAnswer, HealthView, IncidentRef, RecoveryAnswer, RecoveryView,
+    SyncAnswer, TriggerRequest,
+};
 use crate::ports::{ActionError, ActionPort, OffloadAnswer, OffloadRequest};
 use crate::query::HistoryReader;
 
@@ -145,7 +152,16 @@ pub(crate) enum Command {
         usize,
         oneshot::Sender<(Vec<ResourceView>, usize)>,
     ),
-    PackageState(String, oneshot::Sender<Option<String>>),
+    Sync(
+        ResourceKind,
+        String,
+        bool,
+        Caller<Result<SyncAnswer, EngineError>>,
+    ),
+    /// What a recovery action needs to know of a resource.
+    Context(ResourceKind, String, oneshot::Sender<ActionContext>),
+    /// The healer's news about incidents (opened elsewhere, ended, held).
+    Recovery(RecoveryNote),
 }
 
 /// A cheap, cloneable handle to a running engine.
@@ -155,6 +171,7 @@ pub struct EngineHandle {
     pub(crate) events: broadcast::Sender<Arc<Event>>,
     pub(crate) history: Arc<HistoryReader>,
     pub(crate) action: Arc<dyn ActionPort>,
+    pub(crate) healer: mpsc::Sender<HealerCommand>,
     pub(crate) answer_timeout: Duration,
     /// The most an input (a change, a report) waits, queued or committing.
     pub(crate) commit_timeout: Duration,
@@ -340,11 +357,100 @@ impl EngineHandle {
         self.action.offload(request).await
     }
 
-    /// The current state of a package from the cache (used by the outbox).
-    pub(crate) async fn package_state(&self, package: &str) -> Result<Option<String>, EngineError> {
-        let package = package.to_owned();
-        self.ask(|tx| Command::PackageState(package, tx)).await
+    /// Asks the healer and waits for its answer (bounded like a query).
+    async fn ask_healer<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> HealerCommand,
+    ) -> Result<T, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        let deadline = self.answer_timeout;
+        let asked = async {
+            self.healer
+                .send(make(tx))
+                .await
+                .map_err(|_| EngineError::Stopped)?;
+            rx.await.map_err(|_| EngineError::Stopped)?
+        };
+        tokio::time::timeout(deadline, asked)
+            .await
+            .map_err(|_| EngineError::Timeout(deadline))?
     }
+
+    /// `TriggerRecovery`: opens a Manual incident for the resource (or joins
+    /// its open one; `force` aborts that one first). Lifts an isolation or a
+    /// failed incident's hold. Answers once the incident is durable.
+    pub async fn trigger_recovery(
+        &self,
+        request: TriggerRequest,
+    ) -> Result<RecoveryAnswer, EngineError> {
+        self.ask_healer(|tx| HealerCommand::Trigger(request, tx))
+            .await
+    }
+
+    /// `AbortRecovery`: ends the incident Aborted (a step in flight is not
+    /// recalled; its outcome is ignored). Answers once that is durable.
+    pub async fn abort_recovery(
+        &self,
+        target: IncidentRef,
+        reason: String,
+    ) -> Result<RecoveryAnswer, EngineError> {
+        self.ask_healer(|tx| HealerCommand::Abort(target, reason, tx))
+            .await
+    }
+
+    /// `GetRecoveryStatus`: the incident (open or kept after it ended).
+    pub async fn recovery_status(&self, target: IncidentRef) -> Result<RecoveryView, EngineError> {
+        self.ask_healer(|tx| HealerCommand::Status(target, tx)).await
+    }
+
+    /// `GetPendingAlerts`: Active and Acknowledged alerts, newest first.
+    pub async fn pending_alerts(&self, query: AlertQuery) -> Result<AlertPage, EngineError> {
+        self.ask_healer(|tx| HealerCommand::PendingAlerts(query, tx))
+            .await
+    }
+
+    /// `AcknowledgeAlert`: Active → Acknowledged, with who and why; answers
+    /// once that is durable.
+    pub async fn acknowledge_alert(
+        &self,
+        id: &str,
+        by: &str,
+        message: &str,
+    ) -> Result<Alert, EngineError> {
+        let (id, by, message) = (id.to_owned(), by.to_owned(), message.to_owned());
+        self.ask_healer(|tx| HealerCommand::Acknowledge { id, by, message, tx })
+            .await
+    }
+
+    /// A resource's health, incident and tracker figures (RECOVERY.md §8).
+    pub async fn health(&self, kind: ResourceKind, name: &str) -> Result<HealthView, EngineError> {
+        let name = name.to_owned();
+        self.ask_healer(|tx| HealerCommand::Health(kind, name, tx))
+            .await
+    }
+
+    /// `SendStateDiff`: plans the diff (seed 003) and runs the plan as an
+    /// incident of type Diff; a diff that needs no action is answered with
+    /// the reason.
+    pub async fn state_diff(&self, diff: StateDiff) -> Result<DiffAnswer, EngineError> {
+        self.ask_healer(|tx| HealerCommand::Diff(diff, tx)).await
+    }
+
+    /// `ForceSynchronization`: re-derives the resource (with `deep`, what
+    /// is under it too) from the latest node reports and definitions and
+    /// commits what differs, as one input; answers what changed.
+    pub async fn force_sync(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        deep: bool,
+        within: Option<Duration>,
+    ) -> Result<SyncAnswer, EngineError> {
+        let name = name.to_owned();
+        self.ask_input(within, |caller| Command::Sync(kind, name, deep, caller))
+            .await?
+    }
+
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 use statemachine_core::CoreConfig;
+
+use crate::healing::HealingConfig;
 use statemachine_core::keys::DEFAULT_BOOKKEEPING_PREFIX;
 use statemachine_core::recovery::RecoveryPolicy;
 
@@ -32,12 +34,11 @@ pub struct EngineConfig {
     /// Re-plans after a guard failure (another writer changed a key) before
     /// the inputs are answered "unavailable".
     pub max_guard_retries: u32,
-    /// Reconcile delivery and escalation.
+    /// Delivery of the outbox's calls to the ActionController: retries,
+    /// back-off and the alert when it stays unreachable.
     pub recovery: RecoveryPolicy,
-    /// How long a package may stay in Error after a delivered reconcile
-    /// before the reconcile is asked again (up to
-    /// `recovery.max_reconciles_per_incident`), then escalated.
-    pub recovery_check_after: Duration,
+    /// Self-healing: incidents, ladders, tracker and alerts (RECOVERY.md).
+    pub healing: HealingConfig,
     /// Events buffered per subscriber before it is told it lagged.
     pub event_buffer: usize,
     /// Page size of start-up reads.
@@ -57,7 +58,7 @@ impl Default for EngineConfig {
             commit_timeout: Duration::from_secs(5),
             max_guard_retries: 5,
             recovery: RecoveryPolicy::default(),
-            recovery_check_after: Duration::from_secs(60),
+            healing: HealingConfig::default(),
             event_buffer: 1024,
             load_page_size: 2000,
         }

@@ -21,6 +21,7 @@
 mod api;
 mod config;
 mod events;
+mod healing;
 mod metrics;
 mod outbox;
 mod owner;
@@ -38,6 +39,10 @@ use tokio::task::JoinHandle;
 pub use api::{ChangeAnswer, EngineError, EngineHandle, HistoryQuery, ReportAnswer, ResourceView};
 pub use config::EngineConfig;
 pub use events::{Delivery, Event, EventFilter, EventKind, Severity, Subscription};
+pub use healing::{
+    AlertPage, AlertQuery, DiffAnswer, HealingConfig, HealthCheck, HealthView, IncidentRef,
+    RecoveryAnswer, RecoveryView, SyncAnswer, TriggerRequest,
+};
 pub use metrics::{BATCH_SIZE_BUCKETS, Histogram, LATENCY_BUCKETS_US, Metrics};
 pub use ports::{
     ActionError, ActionPort, Clock, OffloadAnswer, OffloadRequest, ReconcileRequest, SystemClock,
@@ -77,6 +82,8 @@ impl Engine {
         let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
         let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+        let (healer_tx, healer_rx) = mpsc::unbounded_channel();
+        let (healer_commands_tx, healer_commands_rx) = mpsc::channel(64);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let keys = Bookkeeping::new(&config.bookkeeping_prefix);
         let answer_timeout = answer_deadline(&config);
@@ -89,13 +96,15 @@ impl Engine {
                 timeout: config.commit_timeout,
             }),
             action: action.clone(),
+            healer: healer_commands_tx,
             answer_timeout,
             commit_timeout: config.commit_timeout,
         };
         let io = owner::OwnerIo {
             commands: commands_rx,
             events: events_tx.clone(),
-            outbox: outbox_tx,
+            outbox: outbox_tx.clone(),
+            healer: healer_tx.clone(),
             shutdown: shutdown_rx.clone(),
         };
         let mut owner = owner::Owner::new(
@@ -106,16 +115,30 @@ impl Engine {
             io,
         );
         let (pending, watches) = owner.load().await?;
+        let healer_io = healing::healer::HealerIo {
+            commands: healer_commands_rx,
+            feed: healer_rx,
+            owner: handle.commands.clone(),
+            outbox: outbox_tx,
+            events: events_tx.clone(),
+            shutdown: shutdown_rx.clone(),
+        };
+        let healer = healing::healer::Healer::new(
+            store.clone(),
+            clock.clone(),
+            &config,
+            metrics.clone(),
+            &healer_io,
+        );
         let worker = outbox::OutboxWorker {
             store,
             keys,
             action,
-            handle: handle.clone(),
+            healer: healer_tx,
             events: events_tx,
             metrics: metrics.clone(),
             clock,
             policy: config.recovery.clone(),
-            recovery_check_after: config.recovery_check_after,
             store_timeout: config.commit_timeout,
             incoming: outbox_rx,
             shutdown: shutdown_rx,
@@ -123,6 +146,7 @@ impl Engine {
         let tasks = vec![
             tokio::spawn(owner.run(watches)),
             tokio::spawn(worker.run(pending)),
+            tokio::spawn(healer.run(healer_io)),
         ];
         Ok(Engine {
             handle,

@@ -102,6 +102,29 @@ pub struct Metrics {
     pub reports_coalesced: AtomicU64,
     /// Definitions that failed to parse.
     pub bad_definitions: AtomicU64,
+    /// Incidents opened (RECOVERY.md §1).
+    pub incidents_opened: AtomicU64,
+    /// Incidents that ended Completed.
+    pub incidents_completed: AtomicU64,
+    /// Incidents that ended Failed.
+    pub incidents_failed: AtomicU64,
+    /// Incidents that ended Aborted.
+    pub incidents_aborted: AtomicU64,
+    /// Open incidents by phase: Initializing, Executing, Validating.
+    pub incidents_open: [AtomicU64; 3],
+    /// Moves to the next rung after a failed validation.
+    pub recovery_escalations: AtomicU64,
+    /// Rungs taken, by action (`RecoveryAction` order: Restart, Recreate,
+    /// Relocate, RollbackVersion, ResetConfig, Notify, Isolate).
+    pub recovery_actions: [AtomicU64; 7],
+    /// Alerts raised (or raised again), by severity (Info, Warning, Error, Critical).
+    pub alerts_raised: [AtomicU64; 4],
+    /// Open (Active or Acknowledged) alerts, by severity.
+    pub alerts_open: [AtomicU64; 4],
+    /// Resources flapping now.
+    pub flapping_resources: AtomicU64,
+    /// Times a resource started flapping.
+    pub flapping_detected: AtomicU64,
     /// When each node last reported (ns since the epoch); at start-up, the
     /// start-up time for nodes known from the store.
     node_last_seen: Mutex<BTreeMap<String, i64>>,
@@ -130,6 +153,17 @@ impl Default for Metrics {
             invalid_model_names: AtomicU64::new(0),
             reports_coalesced: AtomicU64::new(0),
             bad_definitions: AtomicU64::new(0),
+            incidents_opened: AtomicU64::new(0),
+            incidents_completed: AtomicU64::new(0),
+            incidents_failed: AtomicU64::new(0),
+            incidents_aborted: AtomicU64::new(0),
+            incidents_open: std::array::from_fn(|_| AtomicU64::new(0)),
+            recovery_escalations: AtomicU64::new(0),
+            recovery_actions: std::array::from_fn(|_| AtomicU64::new(0)),
+            alerts_raised: std::array::from_fn(|_| AtomicU64::new(0)),
+            alerts_open: std::array::from_fn(|_| AtomicU64::new(0)),
+            flapping_resources: AtomicU64::new(0),
+            flapping_detected: AtomicU64::new(0),
             node_last_seen: Mutex::new(BTreeMap::new()),
         }
     }

@@ -1,9 +1,9 @@
-//! The outbox worker: delivers reconcile requests committed with the
-//! package state that caused them, with exponential backoff (reset on
-//! success) and jitter, deletes each record once the ActionController took
-//! it, and follows the recovery strategy: when the package is
-//! still in Error after the reconcile, ask again a bounded number of times,
-//! then escalate instead of looping forever. It never blocks the owner task.
+//! The outbox worker: delivers the ActionController calls committed with
+//! what caused them (the Reconcile of an entry into Error, the calls of an
+//! incident's steps), with exponential backoff (reset on success) and
+//! jitter, raises an alert once when the ActionController stays
+//! unreachable, and deletes each record once it was taken, telling the
+//! healer. It never blocks the owner task.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -14,14 +14,15 @@ use state_store::{Batch, StateStore};
 use statemachine_core::ResourceKind;
 use statemachine_core::keys::Bookkeeping;
 use statemachine_core::record::{DeliveryRecord, OutboxRecord};
+use statemachine_core::healing::RecoveryAction;
 use statemachine_core::recovery::{NextStep, RecoveryPolicy};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 
-use crate::api::EngineHandle;
 use crate::events::{Event, EventKind, Severity};
+use crate::healing::healer::HealerFeed;
 use crate::metrics::{Metrics, inc};
-use crate::ports::{ActionError, ActionPort, Clock, ReconcileRequest};
+use crate::ports::{ActionError, ActionPort, Clock, OffloadRequest, ReconcileRequest};
 
 /// A reconcile request to deliver; `key` is its outbox record in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,17 +35,6 @@ struct Delivery {
     item: OutboxItem,
     /// Failed attempts so far.
     failures: u32,
-    /// Reconciles already delivered for this incident (re-asks after a
-    /// recovery check).
-    incident: u32,
-    /// `false` for a re-ask after a recovery check: it has no store record.
-    durable: bool,
-    due: Instant,
-}
-
-struct Check {
-    item: OutboxItem,
-    incident: u32,
     due: Instant,
 }
 
@@ -52,12 +42,11 @@ pub(crate) struct OutboxWorker {
     pub(crate) store: Arc<dyn StateStore>,
     pub(crate) keys: Bookkeeping,
     pub(crate) action: Arc<dyn ActionPort>,
-    pub(crate) handle: EngineHandle,
+    pub(crate) healer: mpsc::UnboundedSender<HealerFeed>,
     pub(crate) events: broadcast::Sender<Arc<Event>>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) policy: RecoveryPolicy,
-    pub(crate) recovery_check_after: Duration,
     pub(crate) store_timeout: Duration,
     pub(crate) incoming: mpsc::UnboundedReceiver<OutboxItem>,
     pub(crate) shutdown: watch::Receiver<bool>,
@@ -66,21 +55,16 @@ pub(crate) struct OutboxWorker {
 impl OutboxWorker {
     pub(crate) async fn run(mut self, pending: Vec<OutboxItem>) {
         let mut queue: VecDeque<Delivery> = VecDeque::new();
-        let mut checks: Vec<Check> = Vec::new();
         let mut ids = 0u64;
         for item in pending {
-            self.enqueue(&mut queue, item, 1, true);
+            self.enqueue(&mut queue, item);
         }
         loop {
             self.metrics.outbox_depth.store(
-                queue.iter().filter(|d| d.durable).count() as u64,
+                queue.len() as u64,
                 std::sync::atomic::Ordering::Relaxed,
             );
-            let next_due = queue
-                .iter()
-                .map(|d| d.due)
-                .chain(checks.iter().map(|c| c.due))
-                .min();
+            let next_due = queue.iter().map(|d| d.due).min();
             let wait = async {
                 match next_due {
                     Some(due) => tokio::time::sleep_until(due).await,
@@ -91,7 +75,7 @@ impl OutboxWorker {
                 biased;
                 _ = self.shutdown.changed() => break,
                 item = self.incoming.recv() => match item {
-                    Some(item) => self.enqueue(&mut queue, item, 1, true),
+                    Some(item) => self.enqueue(&mut queue, item),
                     None => break,
                 },
                 _ = wait => {
@@ -99,12 +83,7 @@ impl OutboxWorker {
                     if let Some(i) = queue.iter().position(|d| d.due <= now)
                         && let Some(delivery) = queue.remove(i)
                     {
-                        self.deliver(delivery, &mut queue, &mut checks, &mut ids).await;
-                    }
-                    let (due, later): (Vec<Check>, Vec<Check>) = checks.drain(..).partition(|c| c.due <= now);
-                    checks = later;
-                    for check in due {
-                        self.check(check, &mut queue, &mut ids).await;
+                        self.deliver(delivery, &mut queue, &mut ids).await;
                     }
                 }
             }
@@ -115,61 +94,79 @@ impl OutboxWorker {
         );
     }
 
-    fn enqueue(
-        &self,
-        queue: &mut VecDeque<Delivery>,
-        item: OutboxItem,
-        incident: u32,
-        durable: bool,
-    ) {
-        if durable && queue.iter().any(|d| d.durable && d.item.key == item.key) {
+    fn enqueue(&self, queue: &mut VecDeque<Delivery>, item: OutboxItem) {
+        if queue.iter().any(|d| d.item.key == item.key) {
             return;
         }
         queue.push_back(Delivery {
             item,
             failures: 0,
-            incident,
-            durable,
             due: Instant::now(),
         });
     }
 
-    async fn deliver(
-        &self,
-        mut delivery: Delivery,
-        queue: &mut VecDeque<Delivery>,
-        checks: &mut Vec<Check>,
-        ids: &mut u64,
-    ) {
+    /// Makes the call a record stands for.
+    async fn call(&self, record: &OutboxRecord) -> Result<(), ActionError> {
+        let action = record.step.as_ref().map_or(RecoveryAction::Restart, |c| c.action);
+        match (action, record.step.as_ref().and_then(|c| c.offload.as_ref())) {
+            (RecoveryAction::Recreate, _) => self.action.trigger_action(&record.scenario).await,
+            (RecoveryAction::Relocate, Some(offload)) => {
+                let answer = self
+                    .action
+                    .offload(OffloadRequest {
+                        scenario_name: record.scenario.clone(),
+                        package_name: record.package.clone(),
+                        model_name: offload.model.clone(),
+                        source_node: offload.source_node.clone(),
+                        target_node: offload.target_node.clone(),
+                        policy_name: "statemanager-recovery".to_owned(),
+                        reason: format!(
+                            "recovery {}",
+                            record.step.as_ref().map_or("", |c| c.incident.as_str())
+                        ),
+                    })
+                    .await?;
+                if answer.accepted {
+                    Ok(())
+                } else {
+                    Err(ActionError::Refused(answer.message))
+                }
+            }
+            _ => {
+                self.action
+                    .reconcile(ReconcileRequest {
+                        scenario: record.scenario.clone(),
+                        package: record.package.clone(),
+                        package_state: record.package_state.clone(),
+                    })
+                    .await
+            }
+        }
+    }
+
+    async fn deliver(&self, mut delivery: Delivery, queue: &mut VecDeque<Delivery>, ids: &mut u64) {
         let record = &delivery.item.record;
-        let request = ReconcileRequest {
-            scenario: record.scenario.clone(),
-            package: record.package.clone(),
-            package_state: record.package_state.clone(),
-        };
         inc(&self.metrics.reconcile_attempts);
-        match self.action.reconcile(request).await {
+        match self.call(record).await {
             Ok(()) => {
                 inc(&self.metrics.reconciles_delivered);
-                tracing::info!(scenario = %record.scenario, package = %record.package, "reconcile delivered");
-                self.publish(
-                    ids,
-                    EventKind::RecoveryStart,
-                    Severity::Warning,
-                    record,
-                    format!(
-                        "reconcile of scenario '{}' requested for package '{}' ({})",
-                        record.scenario, record.package, record.package_state
-                    ),
-                );
-                if delivery.durable {
-                    self.delete_record(&delivery.item).await;
+                let action = record.step.as_ref().map_or(RecoveryAction::Restart, |c| c.action);
+                tracing::info!(scenario = %record.scenario, package = %record.package, action = action.as_str(), "recovery call delivered");
+                // A step's event comes from the healer, with the incident.
+                if record.step.is_none() {
+                    self.publish(
+                        ids,
+                        EventKind::RecoveryStart,
+                        Severity::Warning,
+                        record,
+                        format!(
+                            "reconcile of scenario '{}' requested for package '{}' ({})",
+                            record.scenario, record.package, record.package_state
+                        ),
+                    );
                 }
-                checks.push(Check {
-                    item: delivery.item,
-                    incident: delivery.incident,
-                    due: Instant::now() + self.recovery_check_after,
-                });
+                self.delete_record(&delivery.item).await;
+                let _ = self.healer.send(HealerFeed::Delivered(delivery.item.record));
             }
             Err(error) => {
                 inc(&self.metrics.reconcile_failures);
@@ -221,53 +218,6 @@ impl OutboxWorker {
             delay = (delay * 2).min(Duration::from_secs(5));
         }
         tracing::error!(%key, "giving up deleting a delivered outbox record; it will be delivered again after a restart");
-    }
-
-    /// After a delivered reconcile: has the package recovered?
-    async fn check(&self, check: Check, queue: &mut VecDeque<Delivery>, ids: &mut u64) {
-        let record = &check.item.record;
-        let state = match self.handle.package_state(&record.package).await {
-            Ok(state) => state,
-            Err(error) => {
-                tracing::warn!(package = %record.package, %error, "recovery check failed");
-                return;
-            }
-        };
-        if state.as_deref() != Some(record.package_state.as_str()) {
-            self.publish(
-                ids,
-                EventKind::RecoveryComplete,
-                Severity::Info,
-                record,
-                format!(
-                    "package '{}' left {} (now {})",
-                    record.package,
-                    record.package_state,
-                    state.as_deref().unwrap_or("unknown")
-                ),
-            );
-            return;
-        }
-        let incident = check.incident + 1;
-        if self.policy.may_reconcile(incident) {
-            tracing::warn!(package = %record.package, incident, "package still failed after a reconcile; asking again");
-            let mut item = check.item.clone();
-            item.record.at_ns = self.clock.now_ns();
-            self.enqueue(queue, item, incident, false);
-        } else {
-            inc(&self.metrics.escalations);
-            tracing::error!(package = %record.package, reconciles = check.incident, "recovery failed; escalating");
-            self.publish(
-                ids,
-                EventKind::RecoveryFailed,
-                Severity::Critical,
-                record,
-                format!(
-                    "package '{}' still {} after {} reconciles of scenario '{}': giving up",
-                    record.package, record.package_state, check.incident, record.scenario
-                ),
-            );
-        }
     }
 
     fn publish(

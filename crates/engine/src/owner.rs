@@ -9,6 +9,7 @@ mod history;
 mod lost;
 mod pack;
 mod publish;
+mod recovery;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use publish::Pending;
 use crate::api::Command;
 use crate::config::EngineConfig;
 use crate::events::Event;
+use crate::healing::healer::HealerFeed;
 use crate::metrics::Metrics;
 use crate::outbox::OutboxItem;
 use crate::ports::{Clock, ns_to_duration};
@@ -38,6 +40,7 @@ pub(crate) struct OwnerIo {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) events: broadcast::Sender<Arc<Event>>,
     pub(crate) outbox: mpsc::UnboundedSender<OutboxItem>,
+    pub(crate) healer: mpsc::UnboundedSender<HealerFeed>,
     pub(crate) shutdown: watch::Receiver<bool>,
 }
 
@@ -51,6 +54,10 @@ pub(crate) struct Owner {
     commands: mpsc::Receiver<Command>,
     events: broadcast::Sender<Arc<Event>>,
     outbox: mpsc::UnboundedSender<OutboxItem>,
+    /// News of commits for the healer.
+    healer: mpsc::UnboundedSender<HealerFeed>,
+    /// What is known of each package's recovery (from the healer's notes).
+    recovery: HashMap<String, recovery::Guard>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
     /// Where each resource's history sequence stands, once read.
@@ -92,6 +99,7 @@ impl Owner {
             commands,
             events,
             outbox,
+            healer,
             shutdown,
         } = io;
         let keys = Bookkeeping::new(&config.bookkeeping_prefix);
@@ -105,6 +113,8 @@ impl Owner {
             commands,
             events,
             outbox,
+            healer,
+            recovery: HashMap::new(),
             metrics,
             shutdown,
             history: HashMap::new(),
@@ -238,13 +248,22 @@ impl Owner {
             Command::List(kind, state, limit, reply) => {
                 let _ = reply.send(cache.list(kind, state.as_deref(), limit));
             }
-            Command::PackageState(package, reply) => {
-                let state = self
-                    .snapshot
-                    .state(ResourceKind::Package, &package)
-                    .map(|s| s.as_str().to_owned());
-                let _ = reply.send(state);
+            Command::Sync(kind, name, deep, caller) => {
+                let affected = self.sync_scope(kind, &name, deep);
+                if !self.snapshot.is_known(kind, &name) {
+                    let _ = caller.reply.send(Err(crate::api::EngineError::NotFound(format!(
+                        "{kind} '{name}' is defined nowhere"
+                    ))));
+                    return false;
+                }
+                self.held
+                    .push_back(Queued::new(Pending::Sync(affected, caller)));
+                return true;
             }
+            Command::Context(kind, name, reply) => {
+                let _ = reply.send(self.action_context(kind, &name));
+            }
+            Command::Recovery(note) => self.on_note(note),
         }
         false
     }

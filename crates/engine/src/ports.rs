@@ -67,6 +67,11 @@ pub trait ActionPort: Send + Sync + 'static {
     /// Implementations bound the call with a timeout.
     async fn reconcile(&self, request: ReconcileRequest) -> Result<(), ActionError>;
 
+    /// Asks the ActionController to run a scenario's action again from its
+    /// definition (`TriggerAction`, a recovery's Recreate rung).
+    /// Implementations bound the call with a timeout.
+    async fn trigger_action(&self, scenario: &str) -> Result<(), ActionError>;
+
     /// Forwards an offload request.
     async fn offload(&self, request: OffloadRequest) -> Result<OffloadAnswer, ActionError>;
 }

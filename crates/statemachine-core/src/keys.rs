@@ -113,6 +113,26 @@ impl Bookkeeping {
         format!("{}delivered/{package}", self.prefix)
     }
 
+    /// `{prefix}recovery/`: every incident.
+    pub fn recovery_prefix(&self) -> String {
+        format!("{}recovery/", self.prefix)
+    }
+
+    /// `{prefix}recovery/{id}`: one incident (RECOVERY.md §1).
+    pub fn recovery_key(&self, id: &str) -> String {
+        format!("{}recovery/{id}", self.prefix)
+    }
+
+    /// `{prefix}alerts/`: every alert.
+    pub fn alerts_prefix(&self) -> String {
+        format!("{}alerts/", self.prefix)
+    }
+
+    /// `{prefix}alerts/{id}`: one alert (RECOVERY.md §6).
+    pub fn alert_key(&self, id: &str) -> String {
+        format!("{}alerts/{id}", self.prefix)
+    }
+
     /// `{prefix}nodes/`.
     pub fn nodes_prefix(&self) -> String {
         format!("{}nodes/", self.prefix)

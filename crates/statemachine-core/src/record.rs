@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::healing::RecoveryAction;
 use crate::name::ResourceKind;
 
 /// Container name -> what is known of it (hashed: planning looks up every
@@ -110,6 +111,40 @@ pub struct OutboxRecord {
     /// The kind of resource that triggered it (always Package today).
     #[serde(default = "package_kind")]
     pub kind: String,
+    /// The incident step this call carries out (`None`: the plain Reconcile
+    /// of an entry into a reconcile state that joined an open incident, or
+    /// a record written before incidents existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<StepCall>,
+}
+
+/// One ActionController call of an incident's step (RECOVERY.md §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepCall {
+    /// The incident's `recovery_id`.
+    pub incident: String,
+    /// The step's index in the incident's steps.
+    pub step: u32,
+    /// The call's index within the step (a step may call once per scenario
+    /// or per model).
+    pub call: u32,
+    /// What to call: Restart → `Reconcile`, Recreate → `TriggerAction`,
+    /// Relocate → `OffloadModel`.
+    pub action: RecoveryAction,
+    /// For Relocate: the model and the nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offload: Option<OffloadCall>,
+}
+
+/// The model an `OffloadModel` call moves, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadCall {
+    /// The model.
+    pub model: String,
+    /// The node it ran on.
+    pub source_node: String,
+    /// The node it should run on.
+    pub target_node: String,
 }
 
 fn package_kind() -> String {
@@ -127,9 +162,19 @@ impl OutboxRecord {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// A key-safe, time-ordered id: `{at_ns:020}-{package}`.
+    /// A key-safe, time-ordered id: `{at_ns:020}-{package}`, with
+    /// `-s{step}c{call}` for a call of an incident's step.
     pub fn id(&self) -> String {
-        format!("{:020}-{}", self.at_ns.max(0), self.package)
+        match &self.step {
+            None => format!("{:020}-{}", self.at_ns.max(0), self.package),
+            Some(call) => format!(
+                "{:020}-{}-s{}c{}",
+                self.at_ns.max(0),
+                self.package,
+                call.step,
+                call.call
+            ),
+        }
     }
 }
 
@@ -206,9 +251,26 @@ mod tests {
             package_state: "Error".into(),
             at_ns: 5,
             kind: "package".into(),
+            step: None,
         };
         assert_eq!(OutboxRecord::decode(&outbox.encode()).unwrap(), outbox);
         assert_eq!(outbox.id(), "00000000000000000005-p");
+        let call = OutboxRecord {
+            step: Some(StepCall {
+                incident: "i".into(),
+                step: 2,
+                call: 1,
+                action: RecoveryAction::Relocate,
+                offload: Some(OffloadCall {
+                    model: "m".into(),
+                    source_node: "a".into(),
+                    target_node: "b".into(),
+                }),
+            }),
+            ..outbox.clone()
+        };
+        assert_eq!(OutboxRecord::decode(&call.encode()).unwrap(), call);
+        assert_eq!(call.id(), "00000000000000000005-p-s2c1", "one key per call");
 
         let delivered = DeliveryRecord::of(&outbox, 9);
         assert_eq!(

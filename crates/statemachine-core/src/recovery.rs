@@ -15,9 +15,6 @@ pub struct RecoveryPolicy {
     /// request is escalated (it stays in the outbox and is retried at the
     /// capped backoff, but an alert is raised once).
     pub max_delivery_attempts: u32,
-    /// Reconciles requested for one package that is still in Error before
-    /// the StateManager stops asking and escalates.
-    pub max_reconciles_per_incident: u32,
     /// The first retry delay.
     pub base_backoff: Duration,
     /// The largest retry delay.
@@ -28,7 +25,6 @@ impl Default for RecoveryPolicy {
     fn default() -> Self {
         Self {
             max_delivery_attempts: 10,
-            max_reconciles_per_incident: 3,
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(30),
         }
@@ -64,11 +60,6 @@ impl RecoveryPolicy {
         }
     }
 
-    /// Whether another reconcile may be requested for a package that entered
-    /// Error for the `incident`-th time without recovering in between.
-    pub fn may_reconcile(&self, incident: u32) -> bool {
-        incident <= self.max_reconciles_per_incident
-    }
 }
 
 /// A package found in a reconcile state when the outbox is checked (at
@@ -115,6 +106,7 @@ pub fn lost_reconcile(failed: &FailedPackage<'_>, now_ns: i64) -> Option<OutboxR
         package_state: failed.state.as_str().to_owned(),
         at_ns: entered.unwrap_or(now_ns),
         kind: ResourceKind::Package.as_key_segment().to_owned(),
+        step: None,
     })
 }
 
@@ -271,7 +263,5 @@ mod tests {
         assert!(matches!(steps[1], NextStep::Retry(_)));
         assert!(matches!(steps[2], NextStep::EscalateAndRetry(_)));
         assert!(matches!(steps[3], NextStep::Retry(_)));
-        assert!(policy.may_reconcile(3));
-        assert!(!policy.may_reconcile(4));
     }
 }

@@ -125,6 +125,18 @@ impl ActionPort for ActionControllerClient {
         convert::reconcile_outcome(response)
     }
 
+    async fn trigger_action(&self, scenario: &str) -> Result<(), ActionError> {
+        let mut message = tonic::Request::new(crate::proto::actioncontroller::TriggerActionRequest {
+            scenario_name: scenario.to_owned(),
+        });
+        message.set_timeout(self.request_timeout);
+        let mut client = self.client.clone();
+        let response = self
+            .bounded("TriggerAction", client.trigger_action(message))
+            .await?;
+        convert::trigger_action_outcome(response)
+    }
+
     async fn offload(&self, request: OffloadRequest) -> Result<OffloadAnswer, ActionError> {
         let mut message = tonic::Request::new(convert::offload_model_request(request));
         message.set_timeout(self.request_timeout);

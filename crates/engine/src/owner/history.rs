@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use state_store::{Op, StoreError, get_all};
 use statemachine_core::keys::{Bookkeeping, state_key};
-use statemachine_core::record::{HistoryEntry, OutboxRecord};
+use statemachine_core::record::HistoryEntry;
 use statemachine_core::{Change, NodeChange, ResourceKind, Stamp};
 use tokio::time::Instant;
 
@@ -177,7 +177,7 @@ impl Owner {
             });
             if change.kind == ResourceKind::Package {
                 for record in p.reconciles().filter(|r| r.package == change.name) {
-                    units.push(self.outbox_unit(record));
+                    units.extend(self.reconcile_units(record));
                 }
             }
             let core = units.len();
@@ -211,22 +211,14 @@ impl Owner {
                 .iter()
                 .any(|c| c.kind == ResourceKind::Package && c.name == r.package)
         }) {
-            atoms.push(Atom::whole(vec![self.outbox_unit(record)]));
+            let units = self.reconcile_units(record);
+            if !units.is_empty() {
+                atoms.push(Atom::whole(units));
+            }
         }
         atoms
     }
 
-    /// The put of an outbox record.
-    fn outbox_unit(&self, record: &OutboxRecord) -> Unit {
-        Unit {
-            guard: None,
-            op: Op::Put {
-                key: self.keys.outbox_key(&record.id()),
-                value: record.encode(),
-            },
-            target: Target::Other,
-        }
-    }
 
     /// The write of a node record, guarded by the revision it was planned from.
     fn node_unit(&self, node: &NodeChange, target: Target) -> Unit {

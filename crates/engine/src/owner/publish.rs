@@ -5,14 +5,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use statemachine_core::{
-    Affected, AnyState, Change, Effect, ErrorCode, Input, NodeReport, ResourceKind,
+    Affected, AnyState, Change, Effect, ErrorCode, Input, NodeReport, Reason, ResourceKind,
     StateChangeRequest,
 };
 use tokio::time::Instant;
 
 use super::Owner;
 use super::commit::Planned;
-use crate::api::{Caller, ChangeAnswer, ReportAnswer};
+use super::recovery::Decision;
+use crate::api::{Caller, ChangeAnswer, EngineError, ReportAnswer};
+use crate::healing::SyncAnswer;
+use crate::healing::healer::{Committed, HealerFeed, Observed};
 use crate::events::{Event, EventKind, Severity};
 use crate::metrics::inc;
 use crate::outbox::OutboxItem;
@@ -23,6 +26,9 @@ pub(super) enum Pending {
     Report(NodeReport, Caller<ReportAnswer>),
     Reevaluate(Affected),
     Tick,
+    /// ForceSynchronization: a re-evaluation whose caller wants to know
+    /// what changed.
+    Sync(Affected, Caller<Result<SyncAnswer, EngineError>>),
 }
 
 impl Pending {
@@ -30,7 +36,9 @@ impl Pending {
         match self {
             Pending::Change(request, _) => Input::StateChange(request),
             Pending::Report(report, _) => Input::NodeReport(report),
-            Pending::Reevaluate(affected) => Input::Reevaluate(affected),
+            Pending::Reevaluate(affected) | Pending::Sync(affected, _) => {
+                Input::Reevaluate(affected)
+            }
             Pending::Tick => Input::Tick,
         }
     }
@@ -49,6 +57,7 @@ impl Pending {
         match self {
             Pending::Change(_, caller) => caller.take(),
             Pending::Report(_, caller) => caller.take(),
+            Pending::Sync(_, caller) => caller.take(),
             Pending::Reevaluate(_) | Pending::Tick => true,
         }
     }
@@ -58,6 +67,7 @@ impl Pending {
         match self {
             Pending::Change(_, caller) => Some(caller.deadline),
             Pending::Report(_, caller) => Some(caller.deadline),
+            Pending::Sync(_, caller) => Some(caller.deadline),
             Pending::Reevaluate(_) | Pending::Tick => None,
         }
     }
@@ -100,6 +110,21 @@ impl Pending {
                 };
                 let _ = caller.reply.send(ReportAnswer { code, message });
             }
+            Pending::Sync(_, caller) => {
+                let answer = if code == ErrorCode::Success {
+                    Ok(SyncAnswer {
+                        changed: Vec::new(),
+                        message,
+                        transition_id: transition_id.to_owned(),
+                        timestamp_ns: at_ns,
+                    })
+                } else if details.is_empty() {
+                    Err(EngineError::Unavailable(message))
+                } else {
+                    Err(EngineError::Unavailable(format!("{message}: {details}")))
+                };
+                let _ = caller.reply.send(answer);
+            }
             Pending::Reevaluate(_) | Pending::Tick => {}
         }
     }
@@ -113,6 +138,11 @@ impl Owner {
         let mut event_index = 0;
         // Nobody listening: no events to build.
         let publish = self.events.receiver_count() > 0;
+        let mut healer = Committed {
+            at_ns: now,
+            ..Committed::default()
+        };
+        let mut deliveries: Vec<OutboxItem> = Vec::new();
         for Planned {
             input,
             plan: p,
@@ -139,10 +169,22 @@ impl Owner {
                 self.metrics.node_seen(node, *at);
             }
             let source = input.source(&derived).to_owned();
+            let tick = matches!(input, Pending::Tick);
             for change in &p.changes {
                 inc(&self.metrics.transitions[change.kind as usize]);
                 if change.kind == ResourceKind::Container {
                     continue;
+                }
+                if matches!(change.kind, ResourceKind::Package | ResourceKind::Model) {
+                    healer.changes.push(Observed {
+                        kind: change.kind,
+                        name: change.name.clone(),
+                        from: left_state(change),
+                        to: change.new,
+                        by_node_timeout: tick
+                            && change.kind == ResourceKind::Model
+                            && change.reason == Reason::InformationFailure,
+                    });
                 }
                 self.last_change
                     .insert((change.kind, change.name.clone()), now);
@@ -159,7 +201,57 @@ impl Owner {
                 )));
             }
             for effect in &p.effects {
+                if let Effect::Reconcile(record) = effect {
+                    match self.decide(record) {
+                        Decision::Skip => {
+                            tracing::info!(package = %record.package, "recovery is held for the package: no reconcile");
+                        }
+                        Decision::Plain(record) => deliveries.push(self.outbox_item(record)),
+                        Decision::Join(record, id) => {
+                            healer.joined.push(id);
+                            deliveries.push(self.outbox_item(record));
+                        }
+                        Decision::Open(record, incident) => {
+                            self.recovery.insert(
+                                record.package.clone(),
+                                super::recovery::Guard::Open(incident.id.clone()),
+                            );
+                            healer.opened.push((*incident, 1));
+                            deliveries.push(self.outbox_item(record));
+                        }
+                    }
+                    continue;
+                }
                 self.carry_out(effect, &mut event_index, revision, now);
+            }
+            if matches!(input, Pending::Sync(..)) {
+                let changed = p
+                    .changes
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{}/{}: {} -> {}",
+                            c.kind.as_key_segment(),
+                            c.name,
+                            left_state(c).map_or("-", |s| s.as_str()),
+                            c.new.map_or("-", |s| s.as_str())
+                        )
+                    })
+                    .collect::<Vec<_>>();
+                if let Pending::Sync(_, caller) = input {
+                    let message = if changed.is_empty() {
+                        "in sync: nothing differed from the latest reports".to_owned()
+                    } else {
+                        format!("{} resource(s) rewritten", changed.len())
+                    };
+                    let _ = caller.reply.send(Ok(SyncAnswer {
+                        changed,
+                        message,
+                        transition_id: transition_id.clone(),
+                        timestamp_ns: now,
+                    }));
+                }
+                continue;
             }
             // A container whose model name is valid again, or that is no
             // longer reported, is forgotten: it is warned about anew.
@@ -182,21 +274,31 @@ impl Owner {
                 now,
             );
         }
+        // The healer hears of opened incidents before their calls can be
+        // delivered.
+        if !healer.changes.is_empty() || !healer.opened.is_empty() || !healer.joined.is_empty() {
+            let _ = self.healer.send(HealerFeed::Committed(healer));
+        }
+        for item in deliveries {
+            if self.outbox.send(item).is_err() {
+                tracing::warn!("outbox worker stopped; the record stays in the store");
+            }
+        }
+    }
+
+    fn outbox_item(&self, record: statemachine_core::record::OutboxRecord) -> OutboxItem {
+        OutboxItem {
+            key: self.keys.outbox_key(&record.id()),
+            record,
+        }
     }
 
     /// Carries out one effect of a committed plan: hands a reconcile to the
     /// outbox worker, counts, logs, publishes warnings.
     fn carry_out(&mut self, effect: &Effect, event_index: &mut u64, revision: i64, now: i64) {
         match effect {
-            Effect::Reconcile(record) => {
-                let item = OutboxItem {
-                    key: self.keys.outbox_key(&record.id()),
-                    record: record.clone(),
-                };
-                if self.outbox.send(item).is_err() {
-                    tracing::warn!("outbox worker stopped; the record stays in the store");
-                }
-            }
+            // Handed out by `finish`, after the healer heard of the commit.
+            Effect::Reconcile(_) => {}
             Effect::NoScenarioForPackage { package, state } => {
                 inc(&self.metrics.no_scenario);
                 tracing::warn!(%package, %state, "package entered a reconcile state but no scenario targets it");

@@ -23,6 +23,9 @@ use tokio::sync::Mutex;
 #[derive(Default)]
 pub struct RecordingAction {
     pub reconciles: Mutex<Vec<ReconcileRequest>>,
+    /// Every call in order: `Reconcile(scenario)`, `TriggerAction(scenario)`,
+    /// `OffloadModel(model, source -> target)`.
+    pub calls: std::sync::Mutex<Vec<String>>,
     pub down: AtomicBool,
     pub attempts: AtomicUsize,
     pub barriers: AtomicUsize,
@@ -42,7 +45,16 @@ impl ActionPort for RecordingAction {
             return Ok(());
         }
         self.attempts.fetch_add(1, Ordering::SeqCst);
+        self.record(format!("Reconcile({})", request.scenario));
         self.reconciles.lock().await.push(request);
+        Ok(())
+    }
+
+    async fn trigger_action(&self, scenario: &str) -> Result<(), ActionError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ActionError::Unavailable("connection refused".into()));
+        }
+        self.record(format!("TriggerAction({scenario})"));
         Ok(())
     }
 
@@ -50,6 +62,10 @@ impl ActionPort for RecordingAction {
         if self.down.load(Ordering::SeqCst) {
             return Err(ActionError::Unavailable("connection refused".into()));
         }
+        self.record(format!(
+            "OffloadModel({}, {} -> {})",
+            request.model_name, request.source_node, request.target_node
+        ));
         Ok(OffloadAnswer {
             accepted: true,
             message: format!("offloading '{}'", request.model_name),
@@ -59,6 +75,21 @@ impl ActionPort for RecordingAction {
 }
 
 impl RecordingAction {
+    fn record(&self, call: String) {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
+    }
+
+    /// Every call so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub async fn count(&self) -> usize {
         self.reconciles.lock().await.len()
     }

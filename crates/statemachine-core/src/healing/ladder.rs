@@ -15,7 +15,7 @@ use crate::name::ResourceKind;
 
 use super::issue::IssueType;
 use super::ns;
-use super::strategy::{RecoveryAction, Strategy};
+use super::strategy::{RecoveryAction, Strategy, StrategyTable};
 
 /// Where an incident stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -110,6 +110,13 @@ pub struct Incident {
     /// Every step taken, oldest first.
     #[serde(default)]
     pub steps: Vec<StepRecord>,
+    /// The ladder, when it is not the issue type's (a Diff plan's actions,
+    /// a Manual request's); empty: the strategy table's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ladder: Vec<RecoveryAction>,
+    /// Why it was opened, for people (a Manual request's reason, a Diff's parts).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
 }
 
 /// What the engine knows of the resource when it asks for the next step.
@@ -150,8 +157,9 @@ pub enum Step {
 
 impl Incident {
     /// A new incident in Initializing. Its first action is due after the
-    /// strategy's `initial_delay`, except PackageError's, which is due at
-    /// once (the Reconcile of the transition that entered Error, §2.1).
+    /// strategy's `initial_delay`, except PackageError's (the Reconcile of
+    /// the transition that entered Error, §2.1) and those an operator or a
+    /// StateDiff asked for (Manual, Diff), which are due at once.
     pub fn open(
         id: impl Into<String>,
         kind: ResourceKind,
@@ -161,7 +169,7 @@ impl Incident {
         now_ns: i64,
     ) -> Self {
         let delay = match issue {
-            IssueType::PackageError => 0,
+            IssueType::PackageError | IssueType::Manual | IssueType::Diff => 0,
             _ => ns(strategy.initial_delay),
         };
         Self {
@@ -178,7 +186,37 @@ impl Incident {
             due_ns: Some(now_ns.saturating_add(delay)),
             ended_ns: None,
             steps: Vec::new(),
+            ladder: Vec::new(),
+            reason: String::new(),
         }
+    }
+
+    /// Decodes a stored record.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// Encodes the record for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The strategy this incident walks: the table's for its issue type,
+    /// with its own ladder when it has one.
+    pub fn strategy(&self, table: &StrategyTable) -> Strategy {
+        table.get(self.issue).with_actions(&self.ladder)
+    }
+
+    /// Whether an Isolate rung was carried out: no further automatic
+    /// recovery for the resource until an operator asks for it.
+    pub fn isolated(&self) -> bool {
+        self.steps.iter().any(|s| {
+            s.action == RecoveryAction::Isolate
+                && matches!(
+                    s.outcome,
+                    Outcome::Delivered | Outcome::TimedOut | Outcome::Healthy
+                )
+        })
     }
 
     /// The action on the current rung, if the ladder has one.

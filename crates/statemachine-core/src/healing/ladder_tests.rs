@@ -82,6 +82,14 @@ fn package_error_acts_at_once_others_wait_the_initial_delay() {
         next_step(&incident, &strategy, sick(), 5 * S),
         Step::Act(Restart)
     );
+    for issue in [IssueType::Manual, IssueType::Diff] {
+        let strategy = Strategy::default_for(issue);
+        let incident = open(issue, &strategy);
+        assert!(
+            matches!(next_step(&incident, &strategy, sick(), 0), Step::Act(_)),
+            "{issue:?}: asked for by a person or a diff, it acts at once"
+        );
+    }
     // Healthy again before the first action: Completed, no action.
     assert_eq!(next_step(&incident, &strategy, well(), S), Step::Complete);
     let mut done = incident.clone();

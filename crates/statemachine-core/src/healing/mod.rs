@@ -16,7 +16,7 @@ pub use diff::{ActionPlan, NoAction, PlanContext, Priority, StateDiff, plan_diff
 pub use issue::{Classification, IssueRules, IssueType, Trigger, classify, classify_flapping};
 pub use ladder::{Incident, Observation, Phase, Step, next_step};
 pub use strategy::{Backoff, RecoveryAction, Strategy, StrategyError, StrategyTable};
-pub use tracker::{History, Stability, TrackerRules};
+pub use tracker::{History, Stability, TrackerRules, is_healthy};
 
 /// `Duration` to nanoseconds, saturating at `i64::MAX`.
 pub(crate) fn ns(duration: std::time::Duration) -> i64 {

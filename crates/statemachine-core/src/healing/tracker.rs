@@ -89,6 +89,20 @@ pub fn is_failure(state: AnyState) -> bool {
     )
 }
 
+/// Whether `state` is healthy for recovery (RECOVERY.md §2.3): a package
+/// Running, Paused or Exited (a requested stop), a model Running. Other
+/// kinds are never recovered, so they count as healthy.
+pub fn is_healthy(state: AnyState) -> bool {
+    match state {
+        AnyState::Package(p) => matches!(
+            p,
+            PackageState::Running | PackageState::Paused | PackageState::Exited
+        ),
+        AnyState::Model(m) => m == ModelState::Running,
+        AnyState::Container(_) | AnyState::Scenario(_) => true,
+    }
+}
+
 fn since(now_ns: i64, then_ns: i64) -> Duration {
     Duration::from_nanos(u64::try_from(now_ns.saturating_sub(then_ns)).unwrap_or(0))
 }

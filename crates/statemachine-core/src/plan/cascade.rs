@@ -262,6 +262,7 @@ impl<'a> Cascade<'a> {
                     package_state: state.as_str().to_owned(),
                     at_ns: self.now,
                     kind: ResourceKind::Package.as_key_segment().to_owned(),
+                    step: None,
                 })),
                 None => self.effects.push(Effect::NoScenarioForPackage {
                     package: name.to_owned(),

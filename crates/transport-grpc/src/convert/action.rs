@@ -73,6 +73,19 @@ pub fn reconcile_message(request: &ReconcileRequest) -> ac::ReconcileRequest {
     }
 }
 
+/// The ActionController's `TriggerActionResponse`: status 0 accepts,
+/// anything else is a refusal with its `desc`.
+pub fn trigger_action_outcome(response: ac::TriggerActionResponse) -> Result<(), ActionError> {
+    if response.status == 0 {
+        Ok(())
+    } else {
+        Err(ActionError::Refused(format!(
+            "trigger action status {}: {}",
+            response.status, response.desc
+        )))
+    }
+}
+
 /// The ActionController's `ReconcileResponse`: status 0 accepts, anything
 /// else is a refusal with its `desc`.
 pub fn reconcile_outcome(response: ac::ReconcileResponse) -> Result<(), ActionError> {

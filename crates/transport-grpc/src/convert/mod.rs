@@ -28,7 +28,7 @@ use tonic::Status;
 
 pub use action::{
     offload_answer, offload_model_request, offload_request, offloading_response, reconcile_message,
-    reconcile_outcome,
+    reconcile_outcome, trigger_action_outcome,
 };
 pub use change::{
     change_answer, state_change_message, state_change_request, state_change_response,
