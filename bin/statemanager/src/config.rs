@@ -9,6 +9,12 @@
 //! names), and [`Options::over`] fills only what the command line left
 //! `None`. [`Options::resolve`] then applies the defaults and checks the
 //! combination.
+//!
+//! Self-healing is the exception to "file keys are flag names": its scalar
+//! options are `--recovery-X` flags and `X` keys of the file's `[recovery]`
+//! table ([`RecoveryOptions`]), and the strategy ladders exist only in the
+//! file (`[recovery.strategy.<issue type>]`). That table is read by hand so
+//! every error names the full key (`recovery.strategy.package_error.actions[2]`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,10 +23,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::builder::BoolishValueParser;
-use engine::EngineConfig;
+use engine::{EngineConfig, HealingConfig};
 use serde::Deserialize;
-use statemachine_core::PackageState;
+use statemachine_core::healing::{
+    IssueRules, IssueType, RecoveryAction, Strategy, StrategyError, StrategyTable,
+};
 use statemachine_core::keys::DEFAULT_BOOKKEEPING_PREFIX;
+use statemachine_core::{CoreConfig, PackageState};
 use store_etcd::{Credentials, EtcdConfig, TlsConfig};
 use transport_grpc::{ActionControllerOptions, ServeOptions};
 
@@ -41,7 +50,9 @@ pub const CONFIG_VERSION: i64 = 1;
              ActionController to reconcile failed packages.",
     after_help = "Every option can also be given as an environment variable (shown as [env: ...]) \
                   or as a key of the --config file (the flag name without the dashes, e.g. \
-                  `etcd-endpoints = [\"http://10.0.0.1:2379\"]`). Flags beat the environment, \
+                  `etcd-endpoints = [\"http://10.0.0.1:2379\"]`); the --recovery-* options are keys of \
+                  its [recovery] table (`flap-threshold = 5`), which also holds the strategy \
+                  ladders ([recovery.strategy.package_error]). Flags beat the environment, \
                   which beats the file, which beats the defaults. RUST_LOG sets the log filter \
                   (default `info`)."
 )]
@@ -228,6 +239,99 @@ pub struct Options {
     /// concurrent node reports in parallel (docs/benchmarks.md).
     #[arg(long, env = "STATEMANAGER_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
+
+    /// Self-healing: the `--recovery-*` flags and the file's `[recovery]`
+    /// table (not top-level keys of the file).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub recovery: RecoveryOptions,
+}
+
+/// The self-healing options (docs/recovery.md, RECOVERY.md): `--recovery-X`
+/// on the command line, `STATEMANAGER_RECOVERY_X` in the environment, `X`
+/// in the file's `[recovery]` table. The strategy ladders are file-only
+/// (`[recovery.strategy.<issue type>]`).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
+#[command(next_help_heading = "Recovery (also the [recovery] table of the file)")]
+pub struct RecoveryOptions {
+    /// How long a package stays Degraded before its incident opens (only
+    /// when --reconcile-on holds degraded) [default: 60s].
+    #[arg(
+        long = "recovery-degraded-after",
+        env = "STATEMANAGER_RECOVERY_DEGRADED_AFTER",
+        value_name = "DURATION"
+    )]
+    pub degraded_after: Option<HumanDuration>,
+
+    /// How long a model stays Dead before its incident opens (only with
+    /// --recovery-model-dead) [default: 30s].
+    #[arg(
+        long = "recovery-model-dead-after",
+        env = "STATEMANAGER_RECOVERY_MODEL_DEAD_AFTER",
+        value_name = "DURATION"
+    )]
+    pub model_dead_after: Option<HumanDuration>,
+
+    /// Open ModelDead incidents for Dead models whose package has none [default: false].
+    #[arg(long = "recovery-model-dead", env = "STATEMANAGER_RECOVERY_MODEL_DEAD",
+          value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub model_dead: Option<bool>,
+
+    /// Transitions within --recovery-flap-window that make a resource flap,
+    /// 1 to 64 [default: 5].
+    #[arg(
+        long = "recovery-flap-threshold",
+        env = "STATEMANAGER_RECOVERY_FLAP_THRESHOLD",
+        value_name = "N"
+    )]
+    pub flap_threshold: Option<u32>,
+
+    /// The flapping window, and how long a flapping resource must be stable
+    /// before its incident acts again [default: 60s].
+    #[arg(
+        long = "recovery-flap-window",
+        env = "STATEMANAGER_RECOVERY_FLAP_WINDOW",
+        value_name = "DURATION"
+    )]
+    pub flap_window: Option<HumanDuration>,
+
+    /// How long an open alert lives before it expires [default: 7d].
+    #[arg(
+        long = "recovery-alert-ttl",
+        env = "STATEMANAGER_RECOVERY_ALERT_TTL",
+        value_name = "DURATION"
+    )]
+    pub alert_ttl: Option<HumanDuration>,
+
+    /// Ended incidents kept for GetRecoveryStatus [default: 256].
+    #[arg(
+        long = "recovery-incidents-kept",
+        env = "STATEMANAGER_RECOVERY_INCIDENTS_KEPT",
+        value_name = "N"
+    )]
+    pub incidents_kept: Option<usize>,
+
+    /// Resolved and expired alerts kept [default: 1024].
+    #[arg(
+        long = "recovery-alerts-kept",
+        env = "STATEMANAGER_RECOVERY_ALERTS_KEPT",
+        value_name = "N"
+    )]
+    pub alerts_kept: Option<usize>,
+
+    /// How recently a node must have reported to be a Relocate target [default: 30s].
+    #[arg(
+        long = "recovery-live-node-within",
+        env = "STATEMANAGER_RECOVERY_LIVE_NODE_WITHIN",
+        value_name = "DURATION"
+    )]
+    pub live_node_within: Option<HumanDuration>,
+
+    /// The file's `[recovery.strategy.*]` tables: each a default strategy
+    /// with the given keys in place.
+    #[arg(skip)]
+    pub strategies: Option<Vec<(IssueType, Strategy)>>,
 }
 
 impl Options {
@@ -264,6 +368,7 @@ impl Options {
             log_format,
             shutdown_timeout,
             worker_threads,
+            recovery,
         } = self;
         Options {
             listen: listen.or(lower.listen),
@@ -295,6 +400,7 @@ impl Options {
             log_format: log_format.or(lower.log_format),
             shutdown_timeout: shutdown_timeout.or(lower.shutdown_timeout),
             worker_threads: worker_threads.or(lower.worker_threads),
+            recovery: recovery.over(lower.recovery),
         }
     }
 
@@ -398,6 +504,8 @@ impl Options {
             .strict_current_state
             .unwrap_or(policy.strict_current_state);
         policy.enforce_sources = self.enforce_sources.unwrap_or(policy.enforce_sources);
+        // After the core settings are final: the issue rules derive from them.
+        engine.healing = self.recovery.resolve(&engine.core)?;
         if let Some(limit) = self.history_limit {
             if limit == 0 {
                 bail!("--history-limit must be at least 1");
@@ -520,7 +628,326 @@ pub fn parse_file(text: &str) -> anyhow::Result<Options> {
         Some(toml::Value::Integer(CONFIG_VERSION)) => {}
         Some(other) => bail!("unsupported config version {other}: this daemon reads version 1"),
     }
-    Ok(Options::deserialize(table)?)
+    let recovery = table.remove("recovery");
+    let mut options = Options::deserialize(table)?;
+    if let Some(recovery) = recovery {
+        options.recovery = RecoveryOptions::from_toml(recovery)?;
+    }
+    Ok(options)
+}
+
+/// The keys of the file's `[recovery]` table.
+const RECOVERY_KEYS: [&str; 10] = [
+    "degraded-after",
+    "model-dead-after",
+    "model-dead",
+    "flap-threshold",
+    "flap-window",
+    "alert-ttl",
+    "incidents-kept",
+    "alerts-kept",
+    "live-node-within",
+    "strategy",
+];
+/// The keys of one `[recovery.strategy.<issue type>]` table.
+const STRATEGY_KEYS: [&str; 6] = [
+    "actions",
+    "max-retry-count",
+    "escalation-threshold",
+    "validation-timeout",
+    "initial-delay",
+    "backoff",
+];
+/// The keys of a strategy's `backoff` table.
+const BACKOFF_KEYS: [&str; 4] = ["base", "cap", "jitter-min", "jitter-max"];
+
+impl RecoveryOptions {
+    /// These options, with what they leave unset taken from `lower`.
+    pub fn over(self, lower: RecoveryOptions) -> RecoveryOptions {
+        // Destructured so that a new field cannot be forgotten here.
+        let RecoveryOptions {
+            degraded_after,
+            model_dead_after,
+            model_dead,
+            flap_threshold,
+            flap_window,
+            alert_ttl,
+            incidents_kept,
+            alerts_kept,
+            live_node_within,
+            strategies,
+        } = self;
+        RecoveryOptions {
+            degraded_after: degraded_after.or(lower.degraded_after),
+            model_dead_after: model_dead_after.or(lower.model_dead_after),
+            model_dead: model_dead.or(lower.model_dead),
+            flap_threshold: flap_threshold.or(lower.flap_threshold),
+            flap_window: flap_window.or(lower.flap_window),
+            alert_ttl: alert_ttl.or(lower.alert_ttl),
+            incidents_kept: incidents_kept.or(lower.incidents_kept),
+            alerts_kept: alerts_kept.or(lower.alerts_kept),
+            live_node_within: live_node_within.or(lower.live_node_within),
+            strategies: strategies.or(lower.strategies),
+        }
+    }
+
+    /// The healer's configuration: the defaults, the issue rules derived
+    /// from the final `core` settings, then these options; every bound and
+    /// every strategy checked.
+    pub fn resolve(self, core: &CoreConfig) -> anyhow::Result<HealingConfig> {
+        let mut healing = HealingConfig {
+            issues: IssueRules::from_config(core, self.model_dead.unwrap_or(false)),
+            ..HealingConfig::default()
+        };
+        if let Some(HumanDuration(after)) = self.degraded_after {
+            healing.issues.degraded_after = after;
+        }
+        if let Some(HumanDuration(after)) = self.model_dead_after {
+            healing.issues.model_dead_after = after;
+        }
+        if let Some(threshold) = self.flap_threshold {
+            let capacity = healing.tracker.capacity;
+            if threshold == 0 || usize::try_from(threshold).map_or(true, |t| t > capacity) {
+                bail!(
+                    "recovery.flap-threshold (--recovery-flap-threshold) must be from 1 to \
+                     {capacity} (the transitions kept per resource), not {threshold}"
+                );
+            }
+            healing.tracker.flap_threshold = threshold;
+        }
+        if let Some(window) = self.flap_window {
+            healing.tracker.flap_window =
+                positive("recovery.flap-window (--recovery-flap-window)", window)?;
+        }
+        if let Some(ttl) = self.alert_ttl {
+            healing.alert_ttl = positive("recovery.alert-ttl (--recovery-alert-ttl)", ttl)?;
+        }
+        if let Some(kept) = self.incidents_kept {
+            if kept == 0 {
+                bail!(
+                    "recovery.incidents-kept (--recovery-incidents-kept) must be at least 1: \
+                     GetRecoveryStatus reads an incident after it ended"
+                );
+            }
+            healing.incidents_kept = kept;
+        }
+        if let Some(kept) = self.alerts_kept {
+            healing.alerts_kept = kept;
+        }
+        if let Some(within) = self.live_node_within {
+            healing.live_node_within = positive(
+                "recovery.live-node-within (--recovery-live-node-within)",
+                within,
+            )?;
+        }
+
+        healing.strategies = StrategyTable::with(self.strategies.unwrap_or_default());
+        healing
+            .strategies
+            .validate("recovery.strategy")
+            .map_err(file_spelling)?;
+        let package_error = healing.strategies.get(IssueType::PackageError);
+        if package_error.actions.first() != Some(&RecoveryAction::Restart) {
+            bail!(
+                "recovery.strategy.package_error.actions[0]: the PackageError ladder must start \
+                 with Restart: its first rung is the Reconcile committed with the transition \
+                 that entered Error"
+            );
+        }
+        Ok(healing)
+    }
+
+    /// Reads the file's `[recovery]` table; errors name the full key.
+    fn from_toml(value: toml::Value) -> anyhow::Result<RecoveryOptions> {
+        let mut options = RecoveryOptions::default();
+        for (key, value) in table("recovery", value)? {
+            let at = format!("recovery.{key}");
+            match key.as_str() {
+                "degraded-after" => options.degraded_after = Some(duration(&at, value)?),
+                "model-dead-after" => options.model_dead_after = Some(duration(&at, value)?),
+                "model-dead" => options.model_dead = Some(boolean(&at, value)?),
+                "flap-threshold" => options.flap_threshold = Some(whole(&at, value)?),
+                "flap-window" => options.flap_window = Some(duration(&at, value)?),
+                "alert-ttl" => options.alert_ttl = Some(duration(&at, value)?),
+                "incidents-kept" => options.incidents_kept = Some(whole(&at, value)?),
+                "alerts-kept" => options.alerts_kept = Some(whole(&at, value)?),
+                "live-node-within" => options.live_node_within = Some(duration(&at, value)?),
+                "strategy" => options.strategies = Some(strategies(value)?),
+                _ => return Err(unknown_key(&at, &key, &RECOVERY_KEYS)),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// The `[recovery.strategy.*]` tables.
+fn strategies(value: toml::Value) -> anyhow::Result<Vec<(IssueType, Strategy)>> {
+    let mut strategies = Vec::new();
+    for (name, value) in table("recovery.strategy", value)? {
+        let at = format!("recovery.strategy.{name}");
+        let Some(issue) = IssueType::ALL.into_iter().find(|i| i.as_key() == name) else {
+            let allowed: Vec<_> = IssueType::ALL.iter().map(|i| i.as_key()).collect();
+            bail!(
+                "{at}: unknown issue type '{}'; allowed: {}",
+                name.escape_debug(),
+                allowed.join(", ")
+            );
+        };
+        strategies.push((issue, strategy(&at, issue, value)?));
+    }
+    Ok(strategies)
+}
+
+/// One `[recovery.strategy.<issue type>]` table over the issue type's defaults.
+fn strategy(at: &str, issue: IssueType, value: toml::Value) -> anyhow::Result<Strategy> {
+    let mut strategy = Strategy::default_for(issue);
+    for (key, value) in table(at, value)? {
+        let at = format!("{at}.{key}");
+        match key.as_str() {
+            "actions" => strategy.actions = actions(&at, value)?,
+            "max-retry-count" => strategy.max_retry_count = whole(&at, value)?,
+            "escalation-threshold" => strategy.escalation_threshold = whole(&at, value)?,
+            "validation-timeout" => strategy.validation_timeout = duration(&at, value)?.0,
+            "initial-delay" => strategy.initial_delay = duration(&at, value)?.0,
+            "backoff" => {
+                for (key, value) in table(&at, value)? {
+                    let at = format!("{at}.{key}");
+                    let backoff = &mut strategy.backoff;
+                    match key.as_str() {
+                        "base" => backoff.base = duration(&at, value)?.0,
+                        "cap" => backoff.cap = duration(&at, value)?.0,
+                        "jitter-min" => backoff.jitter_min = fraction(&at, value)?,
+                        "jitter-max" => backoff.jitter_max = fraction(&at, value)?,
+                        _ => return Err(unknown_key(&at, &key, &BACKOFF_KEYS)),
+                    }
+                }
+            }
+            _ => return Err(unknown_key(&at, &key, &STRATEGY_KEYS)),
+        }
+    }
+    Ok(strategy)
+}
+
+/// A ladder: a TOML array of action names, or such a comma-separated
+/// string, any case (`restart`, `Restart`).
+fn actions(at: &str, value: toml::Value) -> anyhow::Result<Vec<RecoveryAction>> {
+    let names: Vec<toml::Value> = match value {
+        toml::Value::Array(names) => names,
+        toml::Value::String(text) if text.trim().is_empty() => Vec::new(),
+        toml::Value::String(text) => text
+            .split(',')
+            .map(|name| toml::Value::String(name.trim().to_owned()))
+            .collect(),
+        other => bail!(
+            "{at}: expected a list of actions such as [\"Restart\", \"Notify\"], found {}",
+            other.type_str()
+        ),
+    };
+    names
+        .into_iter()
+        .enumerate()
+        .map(|(index, name)| {
+            let at = format!("{at}[{index}]");
+            let toml::Value::String(name) = name else {
+                bail!("{at}: expected an action name, found {}", name.type_str());
+            };
+            let wanted = name.trim();
+            RecoveryAction::ALL
+                .into_iter()
+                .find(|action| action.as_str().eq_ignore_ascii_case(wanted))
+                .ok_or_else(|| {
+                    let allowed: Vec<_> = RecoveryAction::ALL.iter().map(|a| a.as_str()).collect();
+                    anyhow::anyhow!(
+                        "{at}: unknown action '{}'; allowed: {}",
+                        wanted.escape_debug(),
+                        allowed.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// A table of the file, or an error naming `at`.
+fn table(at: &str, value: toml::Value) -> anyhow::Result<toml::Table> {
+    match value {
+        toml::Value::Table(table) => Ok(table),
+        other => bail!("{at}: expected a table, found {}", other.type_str()),
+    }
+}
+
+/// A duration string (`60s`, `7d`).
+fn duration(at: &str, value: toml::Value) -> anyhow::Result<HumanDuration> {
+    match value {
+        toml::Value::String(text) => text
+            .parse()
+            .map_err(|error| anyhow::anyhow!("{at}: {error}")),
+        other => bail!(
+            "{at}: expected a duration string such as \"60s\", found {}",
+            other.type_str()
+        ),
+    }
+}
+
+/// `true` or `false`.
+fn boolean(at: &str, value: toml::Value) -> anyhow::Result<bool> {
+    match value {
+        toml::Value::Boolean(value) => Ok(value),
+        other => bail!("{at}: expected true or false, found {}", other.type_str()),
+    }
+}
+
+/// A whole number that fits `T` (no negatives).
+fn whole<T: TryFrom<i64>>(at: &str, value: toml::Value) -> anyhow::Result<T> {
+    match value {
+        toml::Value::Integer(number) => T::try_from(number)
+            .map_err(|_| anyhow::anyhow!("{at}: {number} is out of range (a whole number >= 0)")),
+        other => bail!("{at}: expected a whole number, found {}", other.type_str()),
+    }
+}
+
+/// A number such as `0.5` (a whole number is taken too).
+fn fraction(at: &str, value: toml::Value) -> anyhow::Result<f64> {
+    match value {
+        toml::Value::Float(number) => Ok(number),
+        // Whole numbers this small are exact as f64.
+        toml::Value::Integer(number @ -1_000_000..=1_000_000) => Ok(number as f64),
+        other => bail!(
+            "{at}: expected a number such as 0.5, found {}",
+            other.type_str()
+        ),
+    }
+}
+
+/// An unknown key, with the allowed ones and, for `snake_case`, the
+/// spelling the file uses.
+fn unknown_key(at: &str, key: &str, allowed: &[&str]) -> anyhow::Error {
+    let kebab = key.replace('_', "-");
+    if kebab != key && allowed.contains(&kebab.as_str()) {
+        return anyhow::anyhow!("{at}: unknown key; keys are written with dashes: '{kebab}'");
+    }
+    anyhow::anyhow!(
+        "{at}: unknown key '{}'; allowed: {}",
+        key.escape_debug(),
+        allowed.join(", ")
+    )
+}
+
+/// The core names strategy fields in snake_case
+/// (`recovery.strategy.node_silent.max_retry_count`); the file spells them
+/// with dashes, as every other key (`max-retry-count`). The issue type keeps
+/// its name (`node_silent`).
+fn file_spelling(error: StrategyError) -> anyhow::Error {
+    let field = match error.field.strip_prefix("recovery.strategy.") {
+        Some(rest) => match rest.split_once('.') {
+            Some((issue, key)) => format!("recovery.strategy.{issue}.{}", key.replace('_', "-")),
+            None => error.field.clone(),
+        },
+        None => error.field.clone(),
+    };
+    anyhow::Error::new(StrategyError {
+        field,
+        problem: error.problem.replace("jitter_min", "jitter-min"),
+    })
 }
 
 /// A duration written for people: `0s`, `500ms`, `10s`, `2m`, `1h 30m`.
@@ -957,8 +1384,46 @@ mod tests {
             metrics-listen = "127.0.0.1:2"
             log-format = "json"
             shutdown-timeout = "8s"
+
+            [recovery]
+            degraded-after = "1s"
+            model-dead-after = "2s"
+            model-dead = true
+            flap-threshold = 3
+            flap-window = "4s"
+            alert-ttl = "5s"
+            incidents-kept = 6
+            alerts-kept = 7
+            live-node-within = "8s"
+            strategy.manual.actions = ["notify"]
         "#;
         let from_file = parse_file(file).unwrap();
+        let RecoveryOptions {
+            degraded_after,
+            model_dead_after,
+            model_dead,
+            flap_threshold,
+            flap_window,
+            alert_ttl,
+            incidents_kept,
+            alerts_kept,
+            live_node_within,
+            strategies,
+        } = &from_file.recovery;
+        assert!(
+            degraded_after.is_some()
+                && model_dead_after.is_some()
+                && model_dead.is_some()
+                && flap_threshold.is_some()
+                && flap_window.is_some()
+                && alert_ttl.is_some()
+                && incidents_kept.is_some()
+                && alerts_kept.is_some()
+                && live_node_within.is_some()
+                && strategies.is_some(),
+            "the file sets every recovery option: {:?}",
+            from_file.recovery
+        );
         assert_eq!(Options::default().over(from_file.clone()), from_file);
         assert_eq!(from_file.clone().over(Options::default()), from_file);
         assert!(from_file.resolve().is_ok());
@@ -1009,8 +1474,14 @@ mod tests {
             [PackageState::Error, PackageState::Degraded]
         );
         assert!(settings.engine.core.scenario_policy.allow_rearm);
+        assert!(settings.engine.healing.issues.model_dead);
+        assert!(
+            settings.engine.healing.issues.degraded,
+            "from the env's reconcile-on"
+        );
         // File beats default.
         assert_eq!(settings.engine.history_limit, 42);
+        assert_eq!(settings.engine.healing.tracker.flap_threshold, 7);
         assert_eq!(settings.log_format, LogFormat::Json);
         // Default where nobody said anything.
         assert_eq!(settings.action_controller, DEFAULT_ACTION_CONTROLLER);
@@ -1031,6 +1502,10 @@ mod tests {
                 allow-rearm = false
                 history-limit = 42
                 log-format = "json"
+
+                [recovery]
+                model-dead = false
+                flap-threshold = 7
             "#,
         )
         .unwrap();
@@ -1047,6 +1522,7 @@ mod tests {
             .env("STATEMANAGER_INFO_FAILURE_GRACE", "1500ms")
             .env("STATEMANAGER_RECONCILE_ON", "error,degraded")
             .env("STATEMANAGER_ALLOW_REARM", "true")
+            .env("STATEMANAGER_RECOVERY_MODEL_DEAD", "true")
             .output()
             .expect("the test binary runs");
         let stdout = String::from_utf8_lossy(&output.stdout);
@@ -1056,5 +1532,336 @@ mod tests {
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+
+    #[test]
+    fn recovery_defaults_are_the_engines() {
+        let settings = resolve(&[], "").unwrap();
+        let expected = HealingConfig {
+            issues: IssueRules::from_config(&settings.engine.core, false),
+            ..HealingConfig::default()
+        };
+        assert_eq!(settings.engine.healing, expected);
+        assert_eq!(settings.engine.healing, HealingConfig::default());
+        assert_eq!(
+            resolve(&[], "[recovery]").unwrap().engine.healing,
+            expected,
+            "an empty [recovery] table changes nothing"
+        );
+
+        // The issue rules follow the final core settings, whichever source
+        // gave them.
+        let settings = resolve(
+            &["--reconcile-on=error,degraded"],
+            "node-timeout = \"30s\"\n[recovery]\nmodel-dead = true",
+        )
+        .unwrap();
+        let issues = &settings.engine.healing.issues;
+        assert!(issues.degraded && issues.node_silent && issues.model_dead);
+        assert_eq!(issues.degraded_after, Duration::from_secs(60));
+        assert_eq!(
+            *issues,
+            IssueRules {
+                model_dead: true,
+                ..IssueRules::from_config(&settings.engine.core, true)
+            }
+        );
+    }
+
+    #[test]
+    fn a_full_recovery_table_parses() {
+        let file = r#"
+            [recovery]
+            degraded-after = "90s"
+            model-dead-after = "45s"
+            model-dead = true
+            flap-threshold = 6
+            flap-window = "2m"
+            alert-ttl = "1d"
+            incidents-kept = 100
+            alerts-kept = 50
+            live-node-within = "20s"
+
+            [recovery.strategy.package_error]
+            actions = ["Restart", "restart", "RECREATE", "Notify", "isolate"]
+            max-retry-count = 9
+            escalation-threshold = 2
+            validation-timeout = "40s"
+            initial-delay = "3s"
+            backoff = { base = "1s", cap = "30s", jitter-min = 0.6, jitter-max = 1 }
+
+            [recovery.strategy.node_silent]
+            actions = "relocate, rollbackversion, notify"
+
+            [recovery.strategy.model_dead.backoff]
+            cap = "2m"
+        "#;
+        let healing = resolve(&[], file).unwrap().engine.healing;
+        use RecoveryAction::*;
+        let mut package_error = Strategy::default_for(IssueType::PackageError);
+        package_error.actions = vec![Restart, Restart, Recreate, Notify, Isolate];
+        package_error.max_retry_count = 9;
+        package_error.escalation_threshold = 2;
+        package_error.validation_timeout = Duration::from_secs(40);
+        package_error.initial_delay = Duration::from_secs(3);
+        package_error.backoff = statemachine_core::healing::Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(30),
+            jitter_min: 0.6,
+            jitter_max: 1.0,
+        };
+        let mut node_silent = Strategy::default_for(IssueType::NodeSilent);
+        node_silent.actions = vec![Relocate, RollbackVersion, Notify];
+        let mut model_dead = Strategy::default_for(IssueType::ModelDead);
+        model_dead.backoff.cap = Duration::from_secs(120);
+        let expected = HealingConfig {
+            strategies: StrategyTable::with([
+                (IssueType::PackageError, package_error),
+                (IssueType::NodeSilent, node_silent),
+                (IssueType::ModelDead, model_dead),
+            ]),
+            issues: IssueRules {
+                degraded_after: Duration::from_secs(90),
+                model_dead_after: Duration::from_secs(45),
+                degraded: false,
+                model_dead: true,
+                node_silent: false,
+            },
+            tracker: statemachine_core::healing::TrackerRules {
+                flap_threshold: 6,
+                flap_window: Duration::from_secs(120),
+                ..Default::default()
+            },
+            alert_ttl: Duration::from_secs(24 * 3600),
+            incidents_kept: 100,
+            alerts_kept: 50,
+            live_node_within: Duration::from_secs(20),
+        };
+        assert_eq!(healing, expected);
+        assert_eq!(
+            healing.strategies.get(IssueType::Flapping),
+            &Strategy::default_for(IssueType::Flapping),
+            "an issue type without a table keeps its defaults"
+        );
+    }
+
+    #[test]
+    fn recovery_flags_beat_the_file() {
+        let file = "[recovery]\nflap-threshold = 3\nalert-ttl = \"1h\"\nalerts-kept = 0";
+        let settings = resolve(
+            &[
+                "--recovery-flap-threshold=8",
+                "--recovery-model-dead",
+                "--recovery-degraded-after=5s",
+                "--recovery-model-dead-after=6s",
+                "--recovery-flap-window=7s",
+                "--recovery-incidents-kept=9",
+                "--recovery-live-node-within=10s",
+            ],
+            file,
+        )
+        .unwrap();
+        let healing = &settings.engine.healing;
+        assert_eq!(healing.tracker.flap_threshold, 8);
+        assert!(healing.issues.model_dead);
+        assert_eq!(healing.issues.degraded_after, Duration::from_secs(5));
+        assert_eq!(healing.issues.model_dead_after, Duration::from_secs(6));
+        assert_eq!(healing.tracker.flap_window, Duration::from_secs(7));
+        assert_eq!(healing.incidents_kept, 9);
+        assert_eq!(healing.live_node_within, Duration::from_secs(10));
+        // From the file, where no flag spoke.
+        assert_eq!(healing.alert_ttl, Duration::from_secs(3600));
+        assert_eq!(healing.alerts_kept, 0);
+    }
+
+    #[test]
+    fn recovery_refusals_name_the_key() {
+        let message = |file: &str| match parse_file(file) {
+            Ok(options) => format!("{:#}", options.resolve().unwrap_err()),
+            Err(error) => format!("{error:#}"),
+        };
+        for (file, key, says) in [
+            (
+                "[recovery]\nflap-threshold = 0",
+                "recovery.flap-threshold",
+                "must be from 1 to 64",
+            ),
+            (
+                "[recovery]\nflap-threshold = 65",
+                "recovery.flap-threshold",
+                "must be from 1 to 64",
+            ),
+            (
+                "[recovery]\nflap-window = \"0s\"",
+                "recovery.flap-window",
+                "longer than 0s",
+            ),
+            (
+                "[recovery]\nincidents-kept = 0",
+                "recovery.incidents-kept",
+                "at least 1",
+            ),
+            (
+                "[recovery]\nalert-ttl = \"0s\"",
+                "recovery.alert-ttl",
+                "longer than 0s",
+            ),
+            (
+                "[recovery]\nlive-node-within = \"0s\"",
+                "recovery.live-node-within",
+                "longer than 0s",
+            ),
+            (
+                "[recovery]\nflap-treshold = 5",
+                "recovery.flap-treshold",
+                "unknown key 'flap-treshold'; allowed: degraded-after,",
+            ),
+            (
+                "[recovery]\nflap_threshold = 5",
+                "recovery.flap_threshold",
+                "written with dashes: 'flap-threshold'",
+            ),
+            (
+                "[recovery]\nincidents-kept = -1",
+                "recovery.incidents-kept",
+                "out of range",
+            ),
+            (
+                "[recovery]\nmodel-dead = \"yes\"",
+                "recovery.model-dead",
+                "expected true or false, found string",
+            ),
+            (
+                "[recovery]\ndegraded-after = 60",
+                "recovery.degraded-after",
+                "expected a duration string",
+            ),
+            (
+                "[recovery]\nmodel-dead-after = \"30\"",
+                "recovery.model-dead-after",
+                "not a duration",
+            ),
+            (
+                "recovery = 5",
+                "recovery",
+                "expected a table, found integer",
+            ),
+            (
+                "[recovery.strategy.package_eror]\nmax-retry-count = 3",
+                "recovery.strategy.package_eror",
+                "unknown issue type 'package_eror'; allowed: package_error, package_degraded, \
+                 model_dead, node_silent, flapping, diff, manual",
+            ),
+            (
+                "[recovery.strategy.package_error]\nactions = [\"Restart\", \"Notify\", \"Reboot\"]",
+                "recovery.strategy.package_error.actions[2]",
+                "unknown action 'Reboot'; allowed: Restart, Recreate, Relocate, \
+                 RollbackVersion, ResetConfig, Notify, Isolate",
+            ),
+            (
+                "[recovery.strategy.diff]\nactions = [\"notify\", 3]",
+                "recovery.strategy.diff.actions[1]",
+                "expected an action name, found integer",
+            ),
+            (
+                "[recovery.strategy.diff]\nactions = 3",
+                "recovery.strategy.diff.actions",
+                "expected a list of actions",
+            ),
+            (
+                "[recovery.strategy.diff]\nretries = 3",
+                "recovery.strategy.diff.retries",
+                "unknown key 'retries'; allowed: actions, max-retry-count,",
+            ),
+            (
+                "[recovery.strategy.diff]\nbackoff = { base = \"1s\", ceiling = \"2s\" }",
+                "recovery.strategy.diff.backoff.ceiling",
+                "unknown key 'ceiling'; allowed: base, cap, jitter-min, jitter-max",
+            ),
+            (
+                "[recovery.strategy.diff]\nbackoff = { jitter-min = \"half\" }",
+                "recovery.strategy.diff.backoff.jitter-min",
+                "expected a number",
+            ),
+            (
+                "[recovery.strategy.package_error]\nactions = [\"Recreate\", \"Notify\"]",
+                "recovery.strategy.package_error.actions[0]",
+                "must start with Restart",
+            ),
+        ] {
+            let message = message(file);
+            assert!(
+                message.contains(&format!("{key}:")) || message.contains(&format!("{key} ")),
+                "{file}: the key {key} is not named in: {message}"
+            );
+            assert!(message.contains(says), "{file}: {message}");
+        }
+        // The flags are refused by the same rules, naming both spellings.
+        let message = format!(
+            "{:#}",
+            resolve(&["--recovery-flap-window=0s"], "").unwrap_err()
+        );
+        assert!(
+            message.contains("recovery.flap-window (--recovery-flap-window)"),
+            "{message}"
+        );
+        let error = Cli::try_parse_from(["statemanager", "--recovery-flap-threshold=-1"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--recovery-flap-threshold"), "{error}");
+        // Only the [recovery] table takes them, not the top level.
+        let error = format!(
+            "{:#}",
+            parse_file("recovery-flap-threshold = 5").unwrap_err()
+        );
+        assert!(
+            error.contains("unknown field `recovery-flap-threshold`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn strategy_validation_of_the_core_reaches_the_user() {
+        for (file, key, says) in [
+            (
+                "[recovery.strategy.node_silent]\nbackoff = { base = \"10s\", cap = \"5s\" }",
+                "recovery.strategy.node_silent.backoff.cap",
+                "is shorter than backoff.base",
+            ),
+            (
+                "[recovery.strategy.package_error]\nmax-retry-count = 0",
+                "recovery.strategy.package_error.max-retry-count",
+                "must be at least 1",
+            ),
+            (
+                "[recovery.strategy.manual]\nescalation-threshold = 0",
+                "recovery.strategy.manual.escalation-threshold",
+                "must be at least 1",
+            ),
+            (
+                "[recovery.strategy.flapping]\nvalidation-timeout = \"0s\"",
+                "recovery.strategy.flapping.validation-timeout",
+                "must be longer than 0",
+            ),
+            (
+                "[recovery.strategy.diff]\nactions = []",
+                "recovery.strategy.diff.actions",
+                "the ladder is empty",
+            ),
+            (
+                "[recovery.strategy.model_dead.backoff]\njitter-min = 0.2",
+                "recovery.strategy.model_dead.backoff.jitter-min",
+                "must be within 0.5..=1.0",
+            ),
+            (
+                "[recovery.strategy.model_dead.backoff]\njitter-min = 0.9\njitter-max = 0.7",
+                "recovery.strategy.model_dead.backoff.jitter-max",
+                "must be within jitter-min..=1.0",
+            ),
+        ] {
+            let message = format!("{:#}", resolve(&[], file).unwrap_err());
+            assert!(message.contains(&format!("'{key}'")), "{file}: {message}");
+            assert!(message.contains(says), "{file}: {message}");
+        }
     }
 }
