@@ -45,6 +45,13 @@ decoded!(true:
     sm::ListResourcesByStateRequest,
     sm::ResourceStateHistoryRequest,
     sm::StateChangeSubscriptionRequest,
+    sm::ForceSynchronizationRequest,
+    sm::TriggerRecoveryRequest,
+    sm::AbortRecoveryRequest,
+    sm::RecoveryStatusRequest,
+    sm::AcknowledgeAlertRequest,
+    sm::GetPendingAlertsRequest,
+    sm::StateDiff,
 );
 decoded!(false:
     sm::StateChangeResponse,
@@ -55,6 +62,12 @@ decoded!(false:
     sm::ListResourcesByStateResponse,
     sm::ResourceStateHistoryResponse,
     sm::StateChangeEvent,
+    sm::ForceSynchronizationResponse,
+    sm::RecoveryResponse,
+    sm::RecoveryStatusResponse,
+    sm::AlertResponse,
+    sm::GetPendingAlertsResponse,
+    sm::StateDiffResponse,
 );
 
 /// prost's codec, encoding `T` and decoding `U`, with [`Decoded`]'s verdict

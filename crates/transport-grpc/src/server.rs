@@ -3,7 +3,8 @@
 //!
 //! Each method converts its request (see [`crate::convert`]), asks the
 //! [`EngineHandle`] and converts the answer. The engine bounds every answer
-//! with its own deadline, so no method waits without bound.
+//! with its own deadline, so no method waits without bound. The
+//! self-healing methods are in `healing` (a child module).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,6 +28,8 @@ use crate::proto::statemanager as sm;
 use crate::proto::statemanager::state_manager_connection_server::{
     StateManagerConnection, StateManagerConnectionServer,
 };
+
+mod healing;
 
 /// The largest request the server decodes (4 MiB); larger ones are
 /// refused with `OutOfRange`/`ResourceExhausted` before they reach a handler.
@@ -221,6 +224,7 @@ impl StateManagerConnection for StateManagerService {
         &self,
         request: Request<sm::ResourceStateRequest>,
     ) -> Result<Response<sm::ResourceStateResponse>, Status> {
+        let deadline = caller_deadline(request.metadata()).map(|d| tokio::time::Instant::now() + d);
         let request = request.into_inner();
         let kind = convert::query_kind(request.resource_type)?;
         convert::query_name(&request.resource_name)?;
@@ -230,11 +234,17 @@ impl StateManagerConnection for StateManagerService {
             Err(error) => return Err(convert::engine_status(&error)),
         };
         Ok(Response::new(match view {
-            Some(view) => sm::ResourceStateResponse {
-                resource_state: Some(convert::resource_state(view)),
-                success: true,
-                message: String::new(),
-            },
+            Some(view) => {
+                // RECOVERY.md §8: health, incident and tracker figures; the
+                // state is served without them when they do not come in time.
+                let mut state = convert::resource_state(view);
+                self.add_health(&mut state, kind, deadline).await;
+                sm::ResourceStateResponse {
+                    resource_state: Some(state),
+                    success: true,
+                    message: String::new(),
+                }
+            }
             None => sm::ResourceStateResponse {
                 resource_state: None,
                 success: false,
@@ -324,6 +334,55 @@ impl StateManagerConnection for StateManagerService {
             }
             Err(error) => Err(convert::engine_status(&error)),
         }
+    }
+
+    async fn force_synchronization(
+        &self,
+        request: Request<sm::ForceSynchronizationRequest>,
+    ) -> Result<Response<sm::ForceSynchronizationResponse>, Status> {
+        self.force_synchronization_call(request).await
+    }
+
+    async fn trigger_recovery(
+        &self,
+        request: Request<sm::TriggerRecoveryRequest>,
+    ) -> Result<Response<sm::RecoveryResponse>, Status> {
+        self.trigger_recovery_call(request).await
+    }
+
+    async fn abort_recovery(
+        &self,
+        request: Request<sm::AbortRecoveryRequest>,
+    ) -> Result<Response<sm::RecoveryResponse>, Status> {
+        self.abort_recovery_call(request).await
+    }
+
+    async fn get_recovery_status(
+        &self,
+        request: Request<sm::RecoveryStatusRequest>,
+    ) -> Result<Response<sm::RecoveryStatusResponse>, Status> {
+        self.get_recovery_status_call(request).await
+    }
+
+    async fn acknowledge_alert(
+        &self,
+        request: Request<sm::AcknowledgeAlertRequest>,
+    ) -> Result<Response<sm::AlertResponse>, Status> {
+        self.acknowledge_alert_call(request).await
+    }
+
+    async fn get_pending_alerts(
+        &self,
+        request: Request<sm::GetPendingAlertsRequest>,
+    ) -> Result<Response<sm::GetPendingAlertsResponse>, Status> {
+        self.get_pending_alerts_call(request).await
+    }
+
+    async fn send_state_diff(
+        &self,
+        request: Request<sm::StateDiff>,
+    ) -> Result<Response<sm::StateDiffResponse>, Status> {
+        self.send_state_diff_call(request).await
     }
 
     type SubscribeToStateChangesStream = EventStream;

@@ -42,9 +42,10 @@ pub fn query_name(name: &str) -> Result<(), Status> {
     validate(name).map_err(|e| invalid(format!("invalid resource_name: {e}")))
 }
 
-/// A resource's state as a `ResourceState`. The StateManager records no
-/// separate desired state, so `desired_state` is empty; `history` is left
-/// empty (see `GetResourceStateHistory`).
+/// A resource's state as a `ResourceState`. The view carries no desired
+/// state and no health: `desired_state` is empty and `health_status`
+/// absent until [`super::merge_health`] adds them (`GetResourceState`
+/// does); `history` is left empty (see `GetResourceStateHistory`).
 pub fn resource_state(view: ResourceView) -> sm::ResourceState {
     sm::ResourceState {
         resource_type: resource_type(view.kind) as i32,
@@ -55,6 +56,7 @@ pub fn resource_state(view: ResourceView) -> sm::ResourceState {
         state_generation: view.generation,
         metadata: view.metadata.into_iter().collect(),
         history: Vec::new(),
+        health_status: None,
     }
 }
 

@@ -1,0 +1,217 @@
+//! The self-healing methods (RECOVERY.md): recovery, alerts, state diffs,
+//! forced synchronization, and the health that `GetResourceState` adds.
+//!
+//! Each converts and checks its request (a malformed one is
+//! `InvalidArgument` and the engine is not called), asks the engine within
+//! the caller's `grpc-timeout`, and answers as the older methods do: a name
+//! known nowhere or an unknown incident or alert is `success = false` with
+//! the message; an unavailable store, a stopped engine or a missed deadline
+//! is a gRPC status. `ForceSynchronization` answers every outcome in its
+//! response's `error_code`, as `SendStateChange` does.
+
+use std::future::Future;
+use std::time::Duration;
+
+use engine::EngineError;
+use statemachine_core::ResourceKind;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{debug, info};
+
+use super::{StateManagerService, caller_deadline};
+use crate::convert;
+use crate::proto::statemanager as sm;
+
+/// Waits for an engine call until the caller's deadline, if it set one
+/// (the engine bounds the wait otherwise). A missed deadline is
+/// `DeadlineExceeded`; `unknown` says what may still happen.
+async fn within<T>(
+    deadline: Option<Duration>,
+    unknown: &str,
+    call: impl Future<Output = Result<T, EngineError>>,
+) -> Result<Result<T, EngineError>, Status> {
+    match deadline {
+        None => Ok(call.await),
+        Some(limit) => tokio::time::timeout(limit, call).await.map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "no answer within the caller's deadline ({limit:?}){unknown}"
+            ))
+        }),
+    }
+}
+
+const MAY_STILL_HAPPEN: &str = "; the outcome is unknown: read it back with GetRecoveryStatus";
+
+impl StateManagerService {
+    /// `GetResourceState`'s health: the resource's health merged into its
+    /// state, asked for until `deadline` (the caller's, if any). Without an
+    /// answer in time the state is served without health.
+    pub(super) async fn add_health(
+        &self,
+        state: &mut sm::ResourceState,
+        kind: ResourceKind,
+        deadline: Option<Instant>,
+    ) {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        match within(left, "", self.engine.health(kind, &state.resource_name)).await {
+            Ok(Ok(health)) => convert::merge_health(state, health),
+            Ok(Err(error)) => {
+                debug!(%error, name = %state.resource_name, "no health for the resource; served without it");
+            }
+            Err(status) => {
+                debug!(message = status.message(), name = %state.resource_name, "no health in time; served without it");
+            }
+        }
+    }
+
+    pub(super) async fn force_synchronization_call(
+        &self,
+        request: Request<sm::ForceSynchronizationRequest>,
+    ) -> Result<Response<sm::ForceSynchronizationResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let (kind, name, deep) = convert::sync_target(request.get_ref())?;
+        info!(%kind, name = %name, deep, "forced synchronization requested");
+        let answer = self.engine.force_sync(kind, &name, deep, deadline).await;
+        Ok(Response::new(convert::force_sync_response(
+            answer,
+            engine::wall_clock_ns(),
+        )))
+    }
+
+    pub(super) async fn trigger_recovery_call(
+        &self,
+        request: Request<sm::TriggerRecoveryRequest>,
+    ) -> Result<Response<sm::RecoveryResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let request = convert::trigger_request(request.into_inner())?;
+        info!(kind = %request.kind, name = %request.name, force = request.force, "recovery triggered");
+        let answer = within(
+            deadline,
+            MAY_STILL_HAPPEN,
+            self.engine.trigger_recovery(request),
+        )
+        .await?;
+        recovery_response(answer)
+    }
+
+    pub(super) async fn abort_recovery_call(
+        &self,
+        request: Request<sm::AbortRecoveryRequest>,
+    ) -> Result<Response<sm::RecoveryResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let (target, reason) = convert::abort_target(request.get_ref())?;
+        info!(?target, "recovery abort requested");
+        let answer = within(
+            deadline,
+            MAY_STILL_HAPPEN,
+            self.engine.abort_recovery(target, reason),
+        )
+        .await?;
+        recovery_response(answer)
+    }
+
+    pub(super) async fn get_recovery_status_call(
+        &self,
+        request: Request<sm::RecoveryStatusRequest>,
+    ) -> Result<Response<sm::RecoveryStatusResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let target = convert::status_target(request.get_ref())?;
+        match within(deadline, "", self.engine.recovery_status(target)).await? {
+            Ok(view) => Ok(Response::new(sm::RecoveryStatusResponse {
+                status: Some(convert::recovery_status(&view)),
+                success: true,
+                message: view.message,
+            })),
+            Err(EngineError::NotFound(what)) => Ok(Response::new(sm::RecoveryStatusResponse {
+                status: None,
+                success: false,
+                message: what,
+            })),
+            Err(error) => Err(convert::engine_status(&error)),
+        }
+    }
+
+    pub(super) async fn acknowledge_alert_call(
+        &self,
+        request: Request<sm::AcknowledgeAlertRequest>,
+    ) -> Result<Response<sm::AlertResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let request = request.into_inner();
+        convert::acknowledgement(&request)?;
+        let answer = within(
+            deadline,
+            "; the outcome is unknown: read it back with GetPendingAlerts",
+            self.engine.acknowledge_alert(
+                &request.alert_id,
+                &request.acknowledged_by,
+                &request.acknowledgment_message,
+            ),
+        )
+        .await?;
+        match answer {
+            Ok(alert) => Ok(Response::new(convert::alert_response(&alert))),
+            Err(EngineError::NotFound(what)) => Ok(Response::new(sm::AlertResponse {
+                success: false,
+                message: what,
+                alert: None,
+            })),
+            Err(error) => Err(convert::engine_status(&error)),
+        }
+    }
+
+    pub(super) async fn get_pending_alerts_call(
+        &self,
+        request: Request<sm::GetPendingAlertsRequest>,
+    ) -> Result<Response<sm::GetPendingAlertsResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let query = convert::alert_query(request.get_ref())?;
+        let page = within(deadline, "", self.engine.pending_alerts(query))
+            .await?
+            .map_err(|error| convert::engine_status(&error))?;
+        Ok(Response::new(convert::pending_alerts_response(&page)))
+    }
+
+    pub(super) async fn send_state_diff_call(
+        &self,
+        request: Request<sm::StateDiff>,
+    ) -> Result<Response<sm::StateDiffResponse>, Status> {
+        let deadline = caller_deadline(request.metadata());
+        let diff = convert::state_diff(request.into_inner())?;
+        debug!(kind = %diff.kind, name = %diff.name, "state diff received");
+        let answer = within(
+            deadline,
+            "; the outcome is unknown: read it back with GetRecoveryStatus",
+            self.engine.state_diff(diff),
+        )
+        .await?;
+        match answer {
+            Ok(answer) => Ok(Response::new(convert::state_diff_response(&answer))),
+            Err(EngineError::NotFound(what)) => Ok(Response::new(sm::StateDiffResponse {
+                success: false,
+                message: what,
+                recovery_id: String::new(),
+                plan: None,
+            })),
+            Err(error) => Err(convert::engine_status(&error)),
+        }
+    }
+}
+
+/// A trigger's or abort's answer: the incident, or `success = false` for
+/// a resource or incident known nowhere, or a status.
+fn recovery_response(
+    answer: Result<engine::RecoveryAnswer, EngineError>,
+) -> Result<Response<sm::RecoveryResponse>, Status> {
+    let now = engine::wall_clock_ns();
+    match answer {
+        Ok(answer) => Ok(Response::new(convert::recovery_response(answer, now))),
+        Err(EngineError::NotFound(what)) => Ok(Response::new(sm::RecoveryResponse {
+            success: false,
+            message: what,
+            recovery_id: String::new(),
+            timestamp_ns: now,
+            status: None,
+        })),
+        Err(error) => Err(convert::engine_status(&error)),
+    }
+}
