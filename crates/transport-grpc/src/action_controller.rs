@@ -126,9 +126,10 @@ impl ActionPort for ActionControllerClient {
     }
 
     async fn trigger_action(&self, scenario: &str) -> Result<(), ActionError> {
-        let mut message = tonic::Request::new(crate::proto::actioncontroller::TriggerActionRequest {
-            scenario_name: scenario.to_owned(),
-        });
+        let mut message =
+            tonic::Request::new(crate::proto::actioncontroller::TriggerActionRequest {
+                scenario_name: scenario.to_owned(),
+            });
         message.set_timeout(self.request_timeout);
         let mut client = self.client.clone();
         let response = self
