@@ -16,9 +16,13 @@
 use std::future::Future;
 use std::time::Duration;
 
+use engine::{AlertPage, AlertQuery, DiffAnswer, HealthView, IncidentRef, RecoveryAnswer};
 use engine::{ChangeAnswer, HistoryQuery, ResourceView};
 use engine::{Delivery, EventFilter};
+use engine::{RecoveryView, SyncAnswer, TriggerRequest};
 use futures::{Stream, StreamExt};
+use statemachine_core::alert::Alert;
+use statemachine_core::healing::StateDiff;
 use statemachine_core::record::HistoryEntry;
 use statemachine_core::{
     ErrorCode, ReportedContainer, RequestKind, ResourceKind, StateChangeRequest,
@@ -61,6 +65,16 @@ pub enum ClientError {
     /// The StateManager answered `success = false`.
     #[error("StateManager refused: {0}")]
     Refused(String),
+    /// The StateManager answered with an error code in its response
+    /// (`ForceSynchronization`, like `SendStateChange`, answers every
+    /// outcome in it).
+    #[error("StateManager answered {code}: {message}")]
+    Failed {
+        /// The wire error code.
+        code: ErrorCode,
+        /// Its message.
+        message: String,
+    },
     /// The answer could not be read.
     #[error(transparent)]
     Malformed(#[from] ConvertError),
@@ -75,6 +89,7 @@ impl ClientError {
             ClientError::Status(status) => convert::error_code_for_status(status.code()),
             ClientError::Timeout(_) => ErrorCode::Timeout,
             ClientError::Refused(_) => ErrorCode::Unspecified,
+            ClientError::Failed { code, .. } => *code,
             ClientError::Malformed(_) => ErrorCode::InternalError,
         }
     }
@@ -235,6 +250,22 @@ impl StateManagerClient {
         kind: ResourceKind,
         name: &str,
     ) -> Result<Option<ResourceView>, ClientError> {
+        Ok(self
+            .get_state_with_health(kind, name)
+            .await?
+            .map(|(view, _)| view))
+    }
+
+    /// The state of a resource with its health (RECOVERY.md §8): the
+    /// health checks, the incident, tracker and alert figures (also in the
+    /// view's metadata) and the desired state. The health is `None` when
+    /// the server could not tell it in time; the whole answer `None` when
+    /// the name is known nowhere.
+    pub async fn get_state_with_health(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+    ) -> Result<Option<(ResourceView, Option<HealthView>)>, ClientError> {
         let message = self.request(sm::ResourceStateRequest {
             resource_type: convert::resource_type(kind) as i32,
             resource_name: name.to_owned(),
@@ -242,7 +273,10 @@ impl StateManagerClient {
         let mut client = self.client.clone();
         let response = self.bounded(client.get_resource_state(message)).await?;
         match (response.success, response.resource_state) {
-            (true, Some(state)) => Ok(Some(convert::resource_view(state)?)),
+            (true, Some(state)) => {
+                let health = convert::health_view(&state);
+                Ok(Some((convert::resource_view(state)?, health)))
+            }
             (true, None) => Err(ConvertError("success without a resource_state".into()).into()),
             (false, _) => Ok(None),
         }
@@ -298,6 +332,110 @@ impl StateManagerClient {
             .into_iter()
             .map(convert::history_entry)
             .collect())
+    }
+
+    /// Re-derives a resource (with `deep`, what is under it too) from the
+    /// latest node reports and definitions, commits what differs and
+    /// answers what changed. An error code in the answer is
+    /// [`ClientError::Failed`].
+    pub async fn force_sync(
+        &self,
+        kind: ResourceKind,
+        name: &str,
+        deep: bool,
+    ) -> Result<SyncAnswer, ClientError> {
+        let message = self.request(convert::sync_message(kind, name, deep));
+        let mut client = self.client.clone();
+        let response = self.bounded(client.force_synchronization(message)).await?;
+        convert::sync_answer(response)
+            .map_err(|(code, message)| ClientError::Failed { code, message })
+    }
+
+    /// Opens a manual recovery incident for a package or model (or joins
+    /// its open one; `force` replaces it). A resource known nowhere is
+    /// [`ClientError::Refused`].
+    pub async fn trigger_recovery(
+        &self,
+        request: &TriggerRequest,
+    ) -> Result<RecoveryAnswer, ClientError> {
+        let message = self.request(convert::trigger_message(request));
+        let mut client = self.client.clone();
+        let response = self.bounded(client.trigger_recovery(message)).await?;
+        convert::recovery_answer(response)?.map_err(ClientError::Refused)
+    }
+
+    /// Ends an incident Aborted (`reason` for the record). An unknown
+    /// incident is [`ClientError::Refused`].
+    pub async fn abort_recovery(
+        &self,
+        target: &IncidentRef,
+        reason: &str,
+    ) -> Result<RecoveryAnswer, ClientError> {
+        let message = self.request(convert::abort_message(target, reason));
+        let mut client = self.client.clone();
+        let response = self.bounded(client.abort_recovery(message)).await?;
+        convert::recovery_answer(response)?.map_err(ClientError::Refused)
+    }
+
+    /// An incident, open or ended; `None` when there is none.
+    pub async fn recovery_status(
+        &self,
+        target: &IncidentRef,
+    ) -> Result<Option<RecoveryView>, ClientError> {
+        let message = self.request(convert::status_message(target));
+        let mut client = self.client.clone();
+        let response = self.bounded(client.get_recovery_status(message)).await?;
+        match (response.success, response.status) {
+            (true, Some(status)) => Ok(Some(convert::recovery_view(status)?)),
+            (true, None) => Err(ConvertError("success without a recovery status".into()).into()),
+            (false, _) => Ok(None),
+        }
+    }
+
+    /// The Active and Acknowledged alerts the query selects, newest first,
+    /// and how many matched before its limit.
+    pub async fn pending_alerts(&self, query: &AlertQuery) -> Result<AlertPage, ClientError> {
+        let message = self.request(convert::alert_query_message(query));
+        let mut client = self.client.clone();
+        let response = self.bounded(client.get_pending_alerts(message)).await?;
+        if !response.success {
+            return Err(ClientError::Refused(response.message));
+        }
+        Ok(convert::alert_page(response)?)
+    }
+
+    /// Acknowledges an alert (`by`: who; `message`: why) and answers it as
+    /// acknowledged. An unknown alert is [`ClientError::Refused`].
+    pub async fn acknowledge_alert(
+        &self,
+        id: &str,
+        by: &str,
+        message: &str,
+    ) -> Result<Alert, ClientError> {
+        let request = self.request(sm::AcknowledgeAlertRequest {
+            alert_id: id.to_owned(),
+            acknowledged_by: by.to_owned(),
+            acknowledgment_message: message.to_owned(),
+        });
+        let mut client = self.client.clone();
+        let response = self.bounded(client.acknowledge_alert(request)).await?;
+        if !response.success {
+            return Err(ClientError::Refused(response.message));
+        }
+        let alert = response
+            .alert
+            .ok_or_else(|| ConvertError("success without the alert".into()))?;
+        Ok(convert::alert(alert)?)
+    }
+
+    /// Sends a state diff: the answer carries the plan and the incident
+    /// that runs it, or why nothing needs doing. A resource known nowhere
+    /// is [`ClientError::Refused`].
+    pub async fn send_state_diff(&self, diff: &StateDiff) -> Result<DiffAnswer, ClientError> {
+        let message = self.request(convert::state_diff_message(diff));
+        let mut client = self.client.clone();
+        let response = self.bounded(client.send_state_diff(message)).await?;
+        convert::diff_answer(response)?.map_err(ClientError::Refused)
     }
 
     /// Subscribes to state changes (and, as the filter asks, recovery and
