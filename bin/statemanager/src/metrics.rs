@@ -2,14 +2,14 @@
 //! in the tree through tonic).
 //!
 //! The text is rendered by hand from the engine's atomics
-//! ([`engine::Metrics`]): counters, one gauge and two histograms, in the
-//! Prometheus text exposition format 0.0.4.
+//! ([`engine::Metrics`]): counters, gauges (some by label) and two
+//! histograms, in the Prometheus text exposition format 0.0.4.
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use engine::{EngineHandle, Histogram, Metrics};
@@ -21,6 +21,8 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use statemachine_core::ResourceKind;
+use statemachine_core::alert::AlertSeverity;
+use statemachine_core::healing::{Phase, RecoveryAction};
 use store_etcd::EtcdStore;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
@@ -295,6 +297,8 @@ pub fn render(sources: &Sources) -> String {
         }
     );
 
+    healing(&mut out, m);
+
     histogram(
         &mut out,
         "commit_batch_size",
@@ -312,6 +316,143 @@ pub fn render(sources: &Sources) -> String {
         micros_as_seconds,
     );
     out
+}
+
+/// The self-healing families (RECOVERY.md): incidents, ladder rungs,
+/// alerts and flapping.
+fn healing(out: &mut String, m: &Metrics) {
+    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+    // Each array is indexed by its enum's declaration order, as the engine
+    // counts (`metrics.alerts_raised[severity as usize]`).
+    let at = |counters: &[AtomicU64], index: usize| counters.get(index).map_or(0, load);
+
+    header(
+        out,
+        "incidents_opened_total",
+        "counter",
+        "Recovery incidents opened (one per resource at a time; a second trigger joins the open one).",
+    );
+    let _ = writeln!(
+        out,
+        "statemanager_incidents_opened_total {}",
+        load(&m.incidents_opened)
+    );
+    labelled(
+        out,
+        "incidents_ended_total",
+        "counter",
+        "Recovery incidents that ended, by outcome.",
+        "outcome",
+        &[
+            ("completed", load(&m.incidents_completed)),
+            ("failed", load(&m.incidents_failed)),
+            ("aborted", load(&m.incidents_aborted)),
+        ],
+    );
+    let phases = [
+        (Phase::Initializing, "initializing"),
+        (Phase::Executing, "executing"),
+        (Phase::Validating, "validating"),
+    ]
+    .map(|(phase, label)| (label, at(&m.incidents_open, phase as usize)));
+    labelled(
+        out,
+        "incidents_open",
+        "gauge",
+        "Recovery incidents open now, by phase.",
+        "phase",
+        &phases,
+    );
+    let actions = RecoveryAction::ALL.map(|action| {
+        let label = match action {
+            RecoveryAction::Restart => "restart",
+            RecoveryAction::Recreate => "recreate",
+            RecoveryAction::Relocate => "relocate",
+            RecoveryAction::RollbackVersion => "rollback_version",
+            RecoveryAction::ResetConfig => "reset_config",
+            RecoveryAction::Notify => "notify",
+            RecoveryAction::Isolate => "isolate",
+        };
+        (label, at(&m.recovery_actions, action as usize))
+    });
+    labelled(
+        out,
+        "recovery_actions_total",
+        "counter",
+        "Recovery ladder rungs taken, by action (unsupported ones are counted when recorded and passed over).",
+        "action",
+        &actions,
+    );
+    header(
+        out,
+        "recovery_escalations_total",
+        "counter",
+        "Moves to the next rung of a recovery ladder after failed validations.",
+    );
+    let _ = writeln!(
+        out,
+        "statemanager_recovery_escalations_total {}",
+        load(&m.recovery_escalations)
+    );
+    let severities = [
+        (AlertSeverity::Info, "info"),
+        (AlertSeverity::Warning, "warning"),
+        (AlertSeverity::Error, "error"),
+        (AlertSeverity::Critical, "critical"),
+    ];
+    labelled(
+        out,
+        "alerts_raised_total",
+        "counter",
+        "Alerts raised, or raised again while open, by severity.",
+        "severity",
+        &severities.map(|(severity, label)| (label, at(&m.alerts_raised, severity as usize))),
+    );
+    labelled(
+        out,
+        "alerts_open",
+        "gauge",
+        "Alerts open now (Active or Acknowledged), by severity.",
+        "severity",
+        &severities.map(|(severity, label)| (label, at(&m.alerts_open, severity as usize))),
+    );
+    header(
+        out,
+        "flapping_resources",
+        "gauge",
+        "Resources flapping now (too many transitions within the flap window).",
+    );
+    let _ = writeln!(
+        out,
+        "statemanager_flapping_resources {}",
+        load(&m.flapping_resources)
+    );
+    header(
+        out,
+        "flapping_detected_total",
+        "counter",
+        "Times a resource started flapping.",
+    );
+    let _ = writeln!(
+        out,
+        "statemanager_flapping_detected_total {}",
+        load(&m.flapping_detected)
+    );
+}
+
+/// One family with one label: HELP, TYPE, then a sample per value.
+fn labelled(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    label: &str,
+    values: &[(&str, u64)],
+) {
+    header(out, name, kind, help);
+    for (value, number) in values {
+        let _ = writeln!(out, "statemanager_{name}{{{label}=\"{value}\"}} {number}");
+    }
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -520,6 +661,135 @@ mod tests {
             assert!(text.contains(&format!("# HELP {family} ")), "{family}");
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
             assert!(number.parse::<f64>().is_ok(), "{series} {number}");
+        }
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn every_healing_family_is_rendered_with_its_labels() {
+        let engine = test_engine().await;
+        let metrics = Arc::new(Metrics::default());
+        let set = |counter: &AtomicU64, value: u64| counter.store(value, Ordering::Relaxed);
+        set(&metrics.incidents_opened, 11);
+        set(&metrics.incidents_completed, 5);
+        set(&metrics.incidents_failed, 3);
+        set(&metrics.incidents_aborted, 2);
+        set(&metrics.incidents_open[Phase::Executing as usize], 1);
+        set(&metrics.recovery_escalations, 4);
+        set(
+            &metrics.recovery_actions[RecoveryAction::RollbackVersion as usize],
+            6,
+        );
+        set(
+            &metrics.recovery_actions[RecoveryAction::Isolate as usize],
+            7,
+        );
+        set(&metrics.alerts_raised[AlertSeverity::Critical as usize], 8);
+        set(&metrics.alerts_open[AlertSeverity::Warning as usize], 9);
+        set(&metrics.flapping_resources, 10);
+        set(&metrics.flapping_detected, 12);
+        let sources = Sources {
+            metrics,
+            ..test_sources(&engine)
+        };
+        let text = render(&sources);
+        let samples = samples(&text);
+        let expected = [
+            ("statemanager_incidents_opened_total", "11"),
+            (
+                "statemanager_incidents_ended_total{outcome=\"completed\"}",
+                "5",
+            ),
+            (
+                "statemanager_incidents_ended_total{outcome=\"failed\"}",
+                "3",
+            ),
+            (
+                "statemanager_incidents_ended_total{outcome=\"aborted\"}",
+                "2",
+            ),
+            ("statemanager_incidents_open{phase=\"initializing\"}", "0"),
+            ("statemanager_incidents_open{phase=\"executing\"}", "1"),
+            ("statemanager_incidents_open{phase=\"validating\"}", "0"),
+            ("statemanager_recovery_escalations_total", "4"),
+            (
+                "statemanager_recovery_actions_total{action=\"restart\"}",
+                "0",
+            ),
+            (
+                "statemanager_recovery_actions_total{action=\"recreate\"}",
+                "0",
+            ),
+            (
+                "statemanager_recovery_actions_total{action=\"relocate\"}",
+                "0",
+            ),
+            (
+                "statemanager_recovery_actions_total{action=\"rollback_version\"}",
+                "6",
+            ),
+            (
+                "statemanager_recovery_actions_total{action=\"reset_config\"}",
+                "0",
+            ),
+            (
+                "statemanager_recovery_actions_total{action=\"notify\"}",
+                "0",
+            ),
+            (
+                "statemanager_recovery_actions_total{action=\"isolate\"}",
+                "7",
+            ),
+            ("statemanager_alerts_raised_total{severity=\"info\"}", "0"),
+            (
+                "statemanager_alerts_raised_total{severity=\"warning\"}",
+                "0",
+            ),
+            ("statemanager_alerts_raised_total{severity=\"error\"}", "0"),
+            (
+                "statemanager_alerts_raised_total{severity=\"critical\"}",
+                "8",
+            ),
+            ("statemanager_alerts_open{severity=\"info\"}", "0"),
+            ("statemanager_alerts_open{severity=\"warning\"}", "9"),
+            ("statemanager_alerts_open{severity=\"error\"}", "0"),
+            ("statemanager_alerts_open{severity=\"critical\"}", "0"),
+            ("statemanager_flapping_resources", "10"),
+            ("statemanager_flapping_detected_total", "12"),
+        ];
+        for (series, value) in expected {
+            assert_eq!(
+                samples.get(series).map(String::as_str),
+                Some(value),
+                "{series} in:\n{text}"
+            );
+        }
+        for (family, kind) in [
+            ("incidents_opened_total", "counter"),
+            ("incidents_ended_total", "counter"),
+            ("incidents_open", "gauge"),
+            ("recovery_actions_total", "counter"),
+            ("recovery_escalations_total", "counter"),
+            ("alerts_raised_total", "counter"),
+            ("alerts_open", "gauge"),
+            ("flapping_resources", "gauge"),
+            ("flapping_detected_total", "counter"),
+        ] {
+            assert!(
+                text.contains(&format!("# HELP statemanager_{family} ")),
+                "{family}"
+            );
+            assert!(
+                text.contains(&format!("# TYPE statemanager_{family} {kind}\n")),
+                "{family}"
+            );
+            // Each family once: its samples follow its header.
+            assert_eq!(
+                text.matches(&format!("# TYPE statemanager_{family} "))
+                    .count(),
+                1,
+                "{family}"
+            );
         }
         engine.shutdown().await;
     }
