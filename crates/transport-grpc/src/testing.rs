@@ -1,7 +1,7 @@
 //! A test double of the ActionController, for tests of the StateManager and
 //! of other components: a real tonic server on 127.0.0.1 that records the
-//! Reconcile and OffloadModel requests it receives and answers them as the
-//! ActionController does. It keeps its address across [`down`]/[`up`], so a
+//! Reconcile, TriggerAction and OffloadModel requests it receives and
+//! answers them as the ActionController does. It keeps its address across [`down`]/[`up`], so a
 //! StateManager configured with [`url`] finds it when it comes back.
 //!
 //! Enabled by the `testing` feature.
@@ -28,6 +28,7 @@ use crate::proto::actioncontroller::action_controller_connection_server::{
 #[derive(Default)]
 struct Received {
     reconciles: Mutex<Vec<ac::ReconcileRequest>>,
+    triggers: Mutex<Vec<ac::TriggerActionRequest>>,
     offloads: Mutex<Vec<ac::OffloadModelRequest>>,
 }
 
@@ -45,9 +46,14 @@ struct Recorder(Arc<Received>);
 impl ActionControllerConnection for Recorder {
     async fn trigger_action(
         &self,
-        _: Request<ac::TriggerActionRequest>,
+        request: Request<ac::TriggerActionRequest>,
     ) -> Result<Response<ac::TriggerActionResponse>, Status> {
-        Err(Status::unimplemented("not used by the StateManager"))
+        // A recovery's Recreate rung.
+        record(&self.0.triggers, request.into_inner());
+        Ok(Response::new(ac::TriggerActionResponse {
+            status: 0,
+            desc: "action triggered".into(),
+        }))
     }
 
     async fn reconcile(
@@ -156,6 +162,11 @@ impl ActionControllerDouble {
     /// The Reconcile requests received so far.
     pub fn reconciles(&self) -> Vec<ac::ReconcileRequest> {
         copy(&self.received.reconciles)
+    }
+
+    /// The TriggerAction requests received so far (a recovery's Recreate rung).
+    pub fn triggers(&self) -> Vec<ac::TriggerActionRequest> {
+        copy(&self.received.triggers)
     }
 
     /// The OffloadModel requests received so far.

@@ -365,6 +365,13 @@ async fn undecodable_requests_are_invalid_arguments_on_every_method() {
         "/statemanager.StateManagerConnection/ListResourcesByState",
         "/statemanager.StateManagerConnection/GetResourceStateHistory",
         "/statemanager.StateManagerConnection/SubscribeToStateChanges",
+        "/statemanager.StateManagerConnection/ForceSynchronization",
+        "/statemanager.StateManagerConnection/TriggerRecovery",
+        "/statemanager.StateManagerConnection/AbortRecovery",
+        "/statemanager.StateManagerConnection/GetRecoveryStatus",
+        "/statemanager.StateManagerConnection/AcknowledgeAlert",
+        "/statemanager.StateManagerConnection/GetPendingAlerts",
+        "/statemanager.StateManagerConnection/SendStateDiff",
     ];
     // A key cut off mid-varint; field 1 declared 5 bytes long with 2 left.
     let garbage: [&[u8]; 2] = [&[0x80], &[0x0a, 0x05, b'a', b'b']];
