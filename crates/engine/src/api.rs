@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use state_store::StoreError;
-use statemachine_core::record::HistoryEntry;
 use statemachine_core::alert::Alert;
 use statemachine_core::healing::StateDiff;
+use statemachine_core::record::HistoryEntry;
 use statemachine_core::{ErrorCode, NodeReport, ResourceKind, StateChangeRequest};
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -400,7 +400,8 @@ impl EngineHandle {
 
     /// `GetRecoveryStatus`: the incident (open or kept after it ended).
     pub async fn recovery_status(&self, target: IncidentRef) -> Result<RecoveryView, EngineError> {
-        self.ask_healer(|tx| HealerCommand::Status(target, tx)).await
+        self.ask_healer(|tx| HealerCommand::Status(target, tx))
+            .await
     }
 
     /// `GetPendingAlerts`: Active and Acknowledged alerts, newest first.
@@ -418,8 +419,13 @@ impl EngineHandle {
         message: &str,
     ) -> Result<Alert, EngineError> {
         let (id, by, message) = (id.to_owned(), by.to_owned(), message.to_owned());
-        self.ask_healer(|tx| HealerCommand::Acknowledge { id, by, message, tx })
-            .await
+        self.ask_healer(|tx| HealerCommand::Acknowledge {
+            id,
+            by,
+            message,
+            tx,
+        })
+        .await
     }
 
     /// A resource's health, incident and tracker figures (RECOVERY.md §8).
@@ -450,7 +456,6 @@ impl EngineHandle {
         self.ask_input(within, |caller| Command::Sync(kind, name, deep, caller))
             .await?
     }
-
 }
 
 #[cfg(test)]

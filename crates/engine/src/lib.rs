@@ -123,13 +123,15 @@ impl Engine {
             events: events_tx.clone(),
             shutdown: shutdown_rx.clone(),
         };
-        let healer = healing::healer::Healer::new(
+        let mut healer = healing::healer::Healer::new(
             store.clone(),
             clock.clone(),
             &config,
             metrics.clone(),
             &healer_io,
+            owner.recovered_states(),
         );
+        healer.load().await?;
         let worker = outbox::OutboxWorker {
             store,
             keys,

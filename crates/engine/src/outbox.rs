@@ -12,9 +12,9 @@ use std::time::Duration;
 use rand::Rng;
 use state_store::{Batch, StateStore};
 use statemachine_core::ResourceKind;
+use statemachine_core::healing::RecoveryAction;
 use statemachine_core::keys::Bookkeeping;
 use statemachine_core::record::{DeliveryRecord, OutboxRecord};
-use statemachine_core::healing::RecoveryAction;
 use statemachine_core::recovery::{NextStep, RecoveryPolicy};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
@@ -60,10 +60,9 @@ impl OutboxWorker {
             self.enqueue(&mut queue, item);
         }
         loop {
-            self.metrics.outbox_depth.store(
-                queue.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            self.metrics
+                .outbox_depth
+                .store(queue.len() as u64, std::sync::atomic::Ordering::Relaxed);
             let next_due = queue.iter().map(|d| d.due).min();
             let wait = async {
                 match next_due {
@@ -107,8 +106,14 @@ impl OutboxWorker {
 
     /// Makes the call a record stands for.
     async fn call(&self, record: &OutboxRecord) -> Result<(), ActionError> {
-        let action = record.step.as_ref().map_or(RecoveryAction::Restart, |c| c.action);
-        match (action, record.step.as_ref().and_then(|c| c.offload.as_ref())) {
+        let action = record
+            .step
+            .as_ref()
+            .map_or(RecoveryAction::Restart, |c| c.action);
+        match (
+            action,
+            record.step.as_ref().and_then(|c| c.offload.as_ref()),
+        ) {
             (RecoveryAction::Recreate, _) => self.action.trigger_action(&record.scenario).await,
             (RecoveryAction::Relocate, Some(offload)) => {
                 let answer = self
@@ -150,7 +155,10 @@ impl OutboxWorker {
         match self.call(record).await {
             Ok(()) => {
                 inc(&self.metrics.reconciles_delivered);
-                let action = record.step.as_ref().map_or(RecoveryAction::Restart, |c| c.action);
+                let action = record
+                    .step
+                    .as_ref()
+                    .map_or(RecoveryAction::Restart, |c| c.action);
                 tracing::info!(scenario = %record.scenario, package = %record.package, action = action.as_str(), "recovery call delivered");
                 // A step's event comes from the healer, with the incident.
                 if record.step.is_none() {
@@ -166,7 +174,9 @@ impl OutboxWorker {
                     );
                 }
                 self.delete_record(&delivery.item).await;
-                let _ = self.healer.send(HealerFeed::Delivered(delivery.item.record));
+                let _ = self
+                    .healer
+                    .send(HealerFeed::Delivered(delivery.item.record));
             }
             Err(error) => {
                 inc(&self.metrics.reconcile_failures);

@@ -251,9 +251,11 @@ impl Owner {
             Command::Sync(kind, name, deep, caller) => {
                 let affected = self.sync_scope(kind, &name, deep);
                 if !self.snapshot.is_known(kind, &name) {
-                    let _ = caller.reply.send(Err(crate::api::EngineError::NotFound(format!(
-                        "{kind} '{name}' is defined nowhere"
-                    ))));
+                    let _ = caller
+                        .reply
+                        .send(Err(crate::api::EngineError::NotFound(format!(
+                            "{kind} '{name}' is defined nowhere"
+                        ))));
                     return false;
                 }
                 self.held

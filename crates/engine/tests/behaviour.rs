@@ -146,6 +146,7 @@ mod bodies {
         assert_eq!(reconciles.len(), 1);
         assert_eq!(reconciles[0].scenario, "s1");
         assert_eq!(reconciles[0].package, "p1");
+        incident_validating(&h, "p1").await;
         let before = store.revision().await.unwrap();
         assert_success(h.report_containers(dead).await.code, "resent");
         // Answered after its commit: had it written, the revision would show.
@@ -257,6 +258,7 @@ mod bodies {
         );
         let answer = h.change_state(scenario("s1", "Waiting", "Completed")).await;
         assert_eq!(answer.code, ErrorCode::InvalidStateTransition);
+        incident_validating(&h, "p1").await;
         // The restarted engine knows the node: the same report writes nothing.
         let before = store.revision().await.unwrap();
         assert_success(h.report_containers(dead).await.code, "resent");

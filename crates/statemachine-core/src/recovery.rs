@@ -59,7 +59,6 @@ impl RecoveryPolicy {
             NextStep::Retry(delay)
         }
     }
-
 }
 
 /// A package found in a reconcile state when the outbox is checked (at

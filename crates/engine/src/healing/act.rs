@@ -8,15 +8,15 @@ use std::sync::atomic::Ordering;
 
 use rand::Rng;
 use state_store::Batch;
+use statemachine_core::ResourceKind;
 use statemachine_core::alert::{AlertSeverity, Raise};
 use statemachine_core::healing::ladder::Outcome;
 use statemachine_core::healing::{
     Incident, IssueType, Observation, Phase, RecoveryAction, Step, Strategy, next_step,
 };
 use statemachine_core::record::{OffloadCall, OutboxRecord, StepCall};
-use statemachine_core::ResourceKind;
 
-use super::healer::{Healer, Hold, RecoveryNote, Res, RETRY_NS};
+use super::healer::{Healer, Hold, RETRY_NS, RecoveryNote, Res};
 use super::records::Unsaved;
 use crate::events::{Event, EventKind, Severity};
 use crate::metrics::inc;
@@ -80,7 +80,13 @@ impl Healer {
 
     /// Carries out the current rung; `false` when it could not be written
     /// (tried again later) or must wait for a delivery.
-    async fn act(&mut self, id: &str, action: RecoveryAction, strategy: &Strategy, now: i64) -> bool {
+    async fn act(
+        &mut self,
+        id: &str,
+        action: RecoveryAction,
+        strategy: &Strategy,
+        now: i64,
+    ) -> bool {
         let Some(mut incident) = self.incidents.get(id).cloned() else {
             return false;
         };
@@ -104,10 +110,7 @@ impl Healer {
                         "nothing to call for this rung (no scenario, no Dead model or no live target node): the rung fails");
                     incident.rung_failed(now);
                 }
-                let mut batch = Batch::new().put(
-                    self.keys.recovery_key(id),
-                    incident.encode(),
-                );
+                let mut batch = Batch::new().put(self.keys.recovery_key(id), incident.encode());
                 let items: Vec<OutboxItem> = calls
                     .into_iter()
                     .map(|record| OutboxItem {
@@ -145,9 +148,17 @@ impl Healer {
                     }
                     (AlertSeverity::Critical, "Isolated", "resource isolated")
                 } else if last_rung {
-                    (AlertSeverity::Critical, "RecoveryNotify", "recovery needs attention")
+                    (
+                        AlertSeverity::Critical,
+                        "RecoveryNotify",
+                        "recovery needs attention",
+                    )
                 } else {
-                    (AlertSeverity::Warning, "RecoveryNotify", "recovery needs attention")
+                    (
+                        AlertSeverity::Warning,
+                        "RecoveryNotify",
+                        "recovery needs attention",
+                    )
                 };
                 let description = format!(
                     "{} '{}': {} incident {} on rung {} ({}), {} action(s) taken",
@@ -197,7 +208,12 @@ impl Healer {
                 taken.rung + 1,
                 strategy.actions.len()
             );
-            self.publish(EventKind::RecoveryStart, Severity::Warning, &incident, description);
+            self.publish(
+                EventKind::RecoveryStart,
+                Severity::Warning,
+                &incident,
+                description,
+            );
         }
         self.store_incident(incident);
         self.drive(id).await;
@@ -234,9 +250,25 @@ impl Healer {
                     incident.id, incident.kind, incident.name, incident.executed
                 );
                 tracing::error!(id = %incident.id, resource = %incident.name, "{description}");
-                self.publish(EventKind::RecoveryFailed, Severity::Critical, incident, description.clone());
-                self.raise(&res, AlertSeverity::Critical, "RecoveryFailed", "recovery failed", &description, now);
-                Some(if incident.isolated() { Hold::Isolated } else { Hold::Failed })
+                self.publish(
+                    EventKind::RecoveryFailed,
+                    Severity::Critical,
+                    incident,
+                    description.clone(),
+                );
+                self.raise(
+                    &res,
+                    AlertSeverity::Critical,
+                    "RecoveryFailed",
+                    "recovery failed",
+                    &description,
+                    now,
+                );
+                Some(if incident.isolated() {
+                    Hold::Isolated
+                } else {
+                    Hold::Failed
+                })
             }
             _ => {
                 inc(&self.metrics.incidents_aborted);
@@ -244,7 +276,10 @@ impl Healer {
                     EventKind::Warning,
                     Severity::Warning,
                     incident,
-                    format!("recovery {} of {} '{}' aborted", incident.id, incident.kind, incident.name),
+                    format!(
+                        "recovery {} of {} '{}' aborted",
+                        incident.id, incident.kind, incident.name
+                    ),
                 );
                 incident.isolated().then_some(Hold::Isolated)
             }
@@ -359,7 +394,14 @@ impl Healer {
                 history.in_window(self.config.tracker.flap_window, now),
                 self.config.tracker.flap_window
             );
-            self.raise(res, AlertSeverity::Warning, "Flapping", "resource is flapping", &description, now);
+            self.raise(
+                res,
+                AlertSeverity::Warning,
+                "Flapping",
+                "resource is flapping",
+                &description,
+                now,
+            );
             if !self.open.contains_key(res) && !self.held.contains_key(res) {
                 self.open_incident(res, IssueType::Flapping, Vec::new(), String::new(), now)
                     .await;
@@ -382,10 +424,7 @@ impl Healer {
         let mut incident = Incident::open(id.clone(), res.0, res.1.clone(), issue, &strategy, now);
         incident.ladder = ladder;
         incident.reason = reason;
-        let batch = Batch::new().put(
-            self.keys.recovery_key(&id),
-            incident.encode(),
-        );
+        let batch = Batch::new().put(self.keys.recovery_key(&id), incident.encode());
         if let Err(error) = self.apply(batch).await {
             tracing::warn!(resource = %res.1, %error, "could not open an incident; trying again later");
             // Classified again when it is due.
@@ -502,7 +541,10 @@ impl Healer {
             resource_kind: incident.kind,
             resource_name: incident.name.clone(),
             from: None,
-            to: self.states.get(&(incident.kind, incident.name.clone())).map(|s| s.as_str().to_owned()),
+            to: self
+                .states
+                .get(&(incident.kind, incident.name.clone()))
+                .map(|s| s.as_str().to_owned()),
             at_ns: now,
             source: "StateManager".to_owned(),
             transition_id: String::new(),

@@ -46,7 +46,12 @@ impl Healer {
                 let alerts = all.into_iter().take(limit).cloned().collect();
                 let _ = tx.send(Ok(AlertPage { alerts, total }));
             }
-            HealerCommand::Acknowledge { id, by, message, tx } => {
+            HealerCommand::Acknowledge {
+                id,
+                by,
+                message,
+                tx,
+            } => {
                 let now = self.clock.now_ns();
                 let answer = match self.alerts.acknowledge(&id, &by, &message, now) {
                     Ok(alert) => {
@@ -175,9 +180,7 @@ impl Healer {
                     None => return Err(EngineError::NotFound(id)),
                 };
                 return Ok(RecoveryAnswer {
-                    message: format!(
-                        "joined the open incident {id} (use force to start anew)"
-                    ),
+                    message: format!("joined the open incident {id} (use force to start anew)"),
                     view,
                 });
             }
@@ -195,7 +198,13 @@ impl Healer {
             request.reason.clone()
         };
         let Some(id) = self
-            .open_incident(&res, IssueType::Manual, request.actions.clone(), reason, now)
+            .open_incident(
+                &res,
+                IssueType::Manual,
+                request.actions.clone(),
+                reason,
+                now,
+            )
             .await
         else {
             if let Some(hold) = released {
@@ -229,7 +238,10 @@ impl Healer {
         target: IncidentRef,
         reason: String,
     ) -> Result<RecoveryAnswer, EngineError> {
-        let incident = self.find(&target).cloned().ok_or_else(|| not_found(&target))?;
+        let incident = self
+            .find(&target)
+            .cloned()
+            .ok_or_else(|| not_found(&target))?;
         let now = self.clock.now_ns();
         let reason = if reason.is_empty() {
             "AbortRecovery".to_owned()
@@ -252,7 +264,11 @@ impl Healer {
         })
     }
 
-    async fn health(&mut self, kind: ResourceKind, name: String) -> Result<HealthView, EngineError> {
+    async fn health(
+        &mut self,
+        kind: ResourceKind,
+        name: String,
+    ) -> Result<HealthView, EngineError> {
         let res: Res = (kind, name);
         let now = self.clock.now_ns();
         let ctx = if matches!(kind, ResourceKind::Package | ResourceKind::Model) {
@@ -291,12 +307,18 @@ impl Healer {
                         i.executed
                     )
                 }
-                (None, Some(Hold::Isolated)) => "isolated: no automatic recovery until TriggerRecovery".into(),
-                (None, Some(Hold::Failed)) => "recovery failed: no automatic recovery until healthy or TriggerRecovery".into(),
+                (None, Some(Hold::Isolated)) => {
+                    "isolated: no automatic recovery until TriggerRecovery".into()
+                }
+                (None, Some(Hold::Failed)) => {
+                    "recovery failed: no automatic recovery until healthy or TriggerRecovery".into()
+                }
                 (None, None) => "no open incident".into(),
             },
         });
-        if let Some(i) = open.or_else(|| self.latest.get(&res).and_then(|id| self.incidents.get(id))) {
+        if let Some(i) =
+            open.or_else(|| self.latest.get(&res).and_then(|id| self.incidents.get(id)))
+        {
             metadata.insert("recovery.id".into(), i.id.clone());
             metadata.insert("recovery.phase".into(), format!("{:?}", i.phase));
             metadata.insert("recovery.issue".into(), issue_name(i.issue).into());
@@ -343,7 +365,11 @@ impl Healer {
             }
             for edge in &s.last_durations {
                 metadata.insert(
-                    format!("tracker.last_duration_ms.{}_to_{}", edge.from.as_str(), edge.to.as_str()),
+                    format!(
+                        "tracker.last_duration_ms.{}_to_{}",
+                        edge.from.as_str(),
+                        edge.to.as_str()
+                    ),
                     edge.duration.as_millis().to_string(),
                 );
             }
@@ -364,7 +390,12 @@ impl Healer {
         });
         metadata.insert("alerts.open".into(), alerts.len().to_string());
         if kind == ResourceKind::Package {
-            let phase = service_phase(state, ctx.as_ref(), open, self.latest.get(&res).and_then(|id| self.incidents.get(id)));
+            let phase = service_phase(
+                state,
+                ctx.as_ref(),
+                open,
+                self.latest.get(&res).and_then(|id| self.incidents.get(id)),
+            );
             metadata.insert("service_phase".into(), phase.into());
         }
         let healthy = checks.iter().all(|c| c.passed);
@@ -411,7 +442,9 @@ impl Healer {
         let context = PlanContext {
             running: matches!(
                 ctx.state,
-                Some(AnyState::Package(PackageState::Running) | AnyState::Model(ModelState::Running))
+                Some(
+                    AnyState::Package(PackageState::Running) | AnyState::Model(ModelState::Running)
+                )
             ),
             asil: AsilLevel::from_annotations(&ctx.annotations),
         };
@@ -442,7 +475,8 @@ impl Healer {
             return Ok(DiffAnswer {
                 plan: Some(plan),
                 recovery_id: None,
-                message: "the resource is isolated: no automatic recovery until TriggerRecovery".into(),
+                message: "the resource is isolated: no automatic recovery until TriggerRecovery"
+                    .into(),
             });
         }
         let reason = format!("StateDiff: {}", plan.impact.parts.join(", "));

@@ -194,18 +194,32 @@ pub(crate) struct Healer {
 }
 
 impl Healer {
+    /// A healer starting from the package and model states the owner
+    /// loaded (later ones arrive as commits).
     pub(crate) fn new(
         store: Arc<dyn StateStore>,
         clock: Arc<dyn Clock>,
         config: &crate::EngineConfig,
         metrics: Arc<Metrics>,
         io: &HealerIo,
+        states: Vec<(Res, AnyState)>,
     ) -> Self {
         Self {
             store,
             keys: Bookkeeping::new(&config.bookkeeping_prefix),
             clock,
-            config: config.healing.clone(),
+            config: {
+                // The switches the core configuration implies hold whatever
+                // the caller built (`reconcile_on`, `node_timeout`).
+                let mut healing = config.healing.clone();
+                let implied = statemachine_core::healing::IssueRules::from_config(
+                    &config.core,
+                    healing.issues.model_dead,
+                );
+                healing.issues.degraded |= implied.degraded;
+                healing.issues.node_silent |= implied.node_silent;
+                healing
+            },
             metrics,
             store_timeout: config.commit_timeout,
             owner: io.owner.clone(),
@@ -219,7 +233,7 @@ impl Healer {
             open: HashMap::new(),
             latest: HashMap::new(),
             outstanding: HashMap::new(),
-            states: HashMap::new(),
+            states: states.into_iter().collect(),
             trackers: HashMap::new(),
             held: HashMap::new(),
             pending: HashMap::new(),
@@ -235,7 +249,11 @@ impl Healer {
     /// The healer loop: start-up, then one arm per source and a timer for
     /// the earliest due incident, classification, expiry or retry.
     pub(crate) async fn run(mut self, mut io: HealerIo) {
-        self.start().await;
+        tokio::select! {
+            biased;
+            _ = io.shutdown.changed() => return,
+            _ = self.start() => {}
+        }
         loop {
             self.publish_gauges();
             let due = self.next_due();
@@ -257,25 +275,16 @@ impl Healer {
             }
         }
         self.flush().await;
-        tracing::info!(open = self.open.len(), "healer stopped; open incidents resume after a restart");
+        tracing::info!(
+            open = self.open.len(),
+            "healer stopped; open incidents resume after a restart"
+        );
     }
 
-    /// Loads what the store holds, tells the owner which packages have an
-    /// open incident or are held, resumes the open incidents.
-    async fn start(&mut self) {
-        let now = self.clock.now_ns();
-        self.next_expiry_check = now;
-        let mut delay = Duration::from_millis(100);
-        let loaded = loop {
-            match self.read_all().await {
-                Ok(loaded) => break loaded,
-                Err(error) => {
-                    tracing::warn!(%error, ?delay, "healer could not read its records; trying again");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        };
+    /// Reads what the store holds for the healer. Called before the owner
+    /// runs, so the incidents read and the states the owner loaded agree.
+    pub(crate) async fn load(&mut self) -> Result<(), state_store::StoreError> {
+        let loaded = self.read_all().await?;
         self.alerts = AlertBook::new(loaded.alerts);
         self.trackers = loaded.histories;
         for record in &loaded.calls {
@@ -284,13 +293,6 @@ impl Healer {
                     .outstanding
                     .entry((call.incident.clone(), call.step))
                     .or_default() += 1;
-            }
-        }
-        for kind in [ResourceKind::Package, ResourceKind::Model] {
-            if let Ok(states) = self.list_states(kind).await {
-                for (name, state) in states {
-                    self.states.insert((kind, name), state);
-                }
             }
         }
         let mut incidents = loaded.incidents;
@@ -313,6 +315,13 @@ impl Healer {
             }
             self.incidents.insert(incident.id.clone(), incident);
         }
+        Ok(())
+    }
+
+    /// Tells the owner which packages have an open incident or are held,
+    /// resumes the open incidents, opens those a crash lost.
+    async fn start(&mut self) {
+        self.next_expiry_check = self.clock.now_ns();
         for (res, id) in self.open.clone() {
             if res.0 == ResourceKind::Package {
                 self.note(RecoveryNote::Open {
@@ -450,6 +459,10 @@ impl Healer {
         for (incident, calls) in committed.opened {
             let res = (incident.kind, incident.name.clone());
             let id = incident.id.clone();
+            if self.incidents.contains_key(&id) {
+                // Read from the store at start-up already.
+                continue;
+            }
             crate::metrics::inc(&self.metrics.incidents_opened);
             if calls > 0 {
                 self.outstanding.insert((id.clone(), 0), calls);
@@ -491,14 +504,22 @@ impl Healer {
             };
             self.states.insert(res.clone(), to);
             if let Some(from) = change.from {
-                self.trackers
+                let history = self
+                    .trackers
                     .entry(res.clone())
-                    .or_insert_with(|| History::new(self.config.tracker.capacity))
-                    .record(Transition {
+                    .or_insert_with(|| History::new(self.config.tracker.capacity));
+                // Read from the history at start-up already.
+                let known = history
+                    .transitions()
+                    .last()
+                    .is_some_and(|t| t.at_ns == now && t.to == to);
+                if !known {
+                    history.record(Transition {
                         at_ns: now,
                         from,
                         to,
                     });
+                }
             }
             if is_healthy(to) {
                 self.pending.remove(&res);
@@ -540,14 +561,12 @@ impl Healer {
         now: i64,
     ) {
         let package_incident_open = match res.0 {
-            ResourceKind::Model if self.config.issues.model_dead => {
-                match self.context(res).await {
-                    Ok(ctx) => ctx.package.is_some_and(|p| {
-                        self.open.contains_key(&(ResourceKind::Package, p))
-                    }),
-                    Err(_) => false,
-                }
-            }
+            ResourceKind::Model if self.config.issues.model_dead => match self.context(res).await {
+                Ok(ctx) => ctx
+                    .package
+                    .is_some_and(|p| self.open.contains_key(&(ResourceKind::Package, p))),
+                Err(_) => false,
+            },
             _ => false,
         };
         let trigger = Trigger {
@@ -561,8 +580,14 @@ impl Healer {
             // opened here only when that did not happen (see `start`).
             Classification::Open(IssueType::PackageError) => {
                 if self.reconcile_on_error {
-                    self.open_incident(res, IssueType::PackageError, Vec::new(), String::new(), now)
-                        .await;
+                    self.open_incident(
+                        res,
+                        IssueType::PackageError,
+                        Vec::new(),
+                        String::new(),
+                        now,
+                    )
+                    .await;
                 }
             }
             Classification::Open(issue) => {
@@ -581,11 +606,9 @@ impl Healer {
     /// Sends a note to the owner (bounded wait: the owner answers commands
     /// between commits).
     pub(super) async fn note(&self, note: RecoveryNote) {
-        let sent = tokio::time::timeout(
-            self.store_timeout,
-            self.owner.send(Command::Recovery(note)),
-        )
-        .await;
+        let sent =
+            tokio::time::timeout(self.store_timeout, self.owner.send(Command::Recovery(note)))
+                .await;
         if !matches!(sent, Ok(Ok(()))) {
             tracing::warn!("could not tell the owner about an incident");
         }
@@ -604,25 +627,5 @@ impl Healer {
         tokio::time::timeout(self.store_timeout, asked)
             .await
             .map_err(|_| EngineError::Timeout(self.store_timeout))?
-    }
-
-    /// The committed states of a kind, from the owner.
-    async fn list_states(&self, kind: ResourceKind) -> Result<Vec<(String, AnyState)>, EngineError> {
-        let (tx, rx) = oneshot::channel();
-        let asked = async {
-            self.owner
-                .send(Command::List(kind, None, 0, tx))
-                .await
-                .map_err(|_| EngineError::Stopped)?;
-            rx.await.map_err(|_| EngineError::Stopped)
-        };
-        let (views, _) = tokio::time::timeout(self.store_timeout, asked)
-            .await
-            .map_err(|_| EngineError::Timeout(self.store_timeout))??;
-        Ok(views
-            .into_iter()
-            .filter(|v| v.generation > 0)
-            .filter_map(|v| Some((v.name, AnyState::parse(kind, &v.state).ok()?)))
-            .collect())
     }
 }

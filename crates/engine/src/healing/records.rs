@@ -72,10 +72,8 @@ impl Healer {
                 let Ok(entry) = HistoryEntry::decode(&kv.value) else {
                     continue;
                 };
-                let parse = |s: &Option<String>| {
-                    s.as_deref()
-                        .and_then(|s| AnyState::parse(kind, s).ok())
-                };
+                let parse =
+                    |s: &Option<String>| s.as_deref().and_then(|s| AnyState::parse(kind, s).ok());
                 if let (Some(from), Some(to)) = (parse(&entry.from), parse(&entry.to)) {
                     histories
                         .entry((kind, name.to_owned()))

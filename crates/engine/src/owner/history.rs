@@ -219,7 +219,6 @@ impl Owner {
         atoms
     }
 
-
     /// The write of a node record, guarded by the revision it was planned from.
     fn node_unit(&self, node: &NodeChange, target: Target) -> Unit {
         let key = self.keys.node_key(&node.node);

@@ -14,9 +14,9 @@ use super::Owner;
 use super::commit::Planned;
 use super::recovery::Decision;
 use crate::api::{Caller, ChangeAnswer, EngineError, ReportAnswer};
+use crate::events::{Event, EventKind, Severity};
 use crate::healing::SyncAnswer;
 use crate::healing::healer::{Committed, HealerFeed, Observed};
-use crate::events::{Event, EventKind, Severity};
 use crate::metrics::inc;
 use crate::outbox::OutboxItem;
 

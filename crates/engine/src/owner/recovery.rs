@@ -113,12 +113,22 @@ impl Owner {
             }
             Decision::Open(record, incident) => vec![
                 put(self.keys.outbox_key(&record.id()), record.encode()),
-                put(
-                    self.keys.recovery_key(&incident.id),
-                    incident.encode(),
-                ),
+                put(self.keys.recovery_key(&incident.id), incident.encode()),
             ],
         }
+    }
+
+    /// The package and model states loaded, for the healer's start.
+    pub(crate) fn recovered_states(&self) -> Vec<((ResourceKind, String), AnyState)> {
+        [ResourceKind::Package, ResourceKind::Model]
+            .into_iter()
+            .flat_map(|kind| {
+                self.snapshot
+                    .states(kind)
+                    .into_iter()
+                    .map(move |(name, state)| ((kind, name.to_owned()), state))
+            })
+            .collect()
     }
 
     /// What a recovery action needs to know of a resource.
@@ -145,14 +155,21 @@ impl Owner {
             ResourceKind::Model => vec![name.to_owned()],
             _ => package
                 .as_deref()
-                .map(|p| topology.models_of(p).map(|m| m.as_str().to_owned()).collect())
+                .map(|p| {
+                    topology
+                        .models_of(p)
+                        .map(|m| m.as_str().to_owned())
+                        .collect()
+                })
                 .unwrap_or_default(),
         };
         // Where each model's containers were last reported.
         let mut node_of: HashMap<&str, &str> = HashMap::new();
         for (node, entry) in self.snapshot.nodes() {
             for container in entry.record.containers.values() {
-                node_of.entry(container.model.as_str()).or_insert(node.as_str());
+                node_of
+                    .entry(container.model.as_str())
+                    .or_insert(node.as_str());
             }
         }
         let model_states: Vec<AnyState> = models
@@ -176,7 +193,10 @@ impl Owner {
         let live_nodes: BTreeSet<String> = self
             .snapshot
             .nodes()
-            .filter(|(_, e)| e.last_seen_ns.is_some_and(|t| now.saturating_sub(t) <= within))
+            .filter(|(_, e)| {
+                e.last_seen_ns
+                    .is_some_and(|t| now.saturating_sub(t) <= within)
+            })
             .map(|(n, _)| n.clone())
             .collect();
         let mut annotations = BTreeMap::new();

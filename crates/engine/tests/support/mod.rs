@@ -84,10 +84,7 @@ impl RecordingAction {
 
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<String> {
-        self.calls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub async fn count(&self) -> usize {
@@ -265,4 +262,24 @@ pub async fn define_infotainment(store: &dyn StateStore) {
 
 pub fn assert_success(code: ErrorCode, message: &str) {
     assert_eq!(code, ErrorCode::Success, "{message}");
+}
+
+/// Waits (5 s at most) until the package's open incident validates its
+/// delivered step: the healer's write of that step is done, so the store's
+/// revision stays put until something new happens.
+pub async fn incident_validating(h: &EngineHandle, package: &str) {
+    use statemachine_core::healing::Phase;
+    let target =
+        engine::IncidentRef::Resource(statemachine_core::ResourceKind::Package, package.into());
+    for _ in 0..500 {
+        if let Ok(view) = h.recovery_status(target.clone()).await
+            && view.incident.phase == Phase::Validating
+        {
+            // The write follows the change in memory at once.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the incident of package '{package}' never reached Validating");
 }
