@@ -31,6 +31,8 @@ use crate::proto::statemanager::state_manager_connection_server::{
 
 mod healing;
 
+pub use healing::HEALTH_WAIT;
+
 /// The largest request the server decodes (4 MiB); larger ones are
 /// refused with `OutOfRange`/`ResourceExhausted` before they reach a handler.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;

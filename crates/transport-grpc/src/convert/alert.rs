@@ -159,7 +159,7 @@ pub fn alert(message: sm::Alert) -> Result<Alert, ConvertError> {
         .ok_or_else(|| ConvertError(format!("alert '{id}' has status {}", message.status)))?;
     let count = u32::try_from(message.count)
         .map_err(|_| ConvertError(format!("alert '{id}' has count {}", message.count)))?;
-    let acknowledged = (!message.acknowledged_by.is_empty()).then(|| Acknowledgement {
+    let acknowledged = (!message.acknowledged_by.is_empty()).then_some(Acknowledgement {
         by: message.acknowledged_by,
         reason: message.acknowledgment_message,
         at_ns: message.acknowledged_time_ns,

@@ -40,20 +40,29 @@ async fn within<T>(
     }
 }
 
+/// The longest `GetResourceState` waits for a resource's health (less when
+/// the caller's deadline is nearer): health is an addition, and a busy or
+/// starting healer must not slow the state down.
+pub const HEALTH_WAIT: Duration = Duration::from_millis(500);
+
 const MAY_STILL_HAPPEN: &str = "; the outcome is unknown: read it back with GetRecoveryStatus";
 
 impl StateManagerService {
     /// `GetResourceState`'s health: the resource's health merged into its
-    /// state, asked for until `deadline` (the caller's, if any). Without an
-    /// answer in time the state is served without health.
+    /// state, asked for [`HEALTH_WAIT`] at most, and no longer than until
+    /// `deadline` (the caller's, if any). Without an answer in time, or
+    /// with an error, the state is served without health.
     pub(super) async fn add_health(
         &self,
         state: &mut sm::ResourceState,
         kind: ResourceKind,
         deadline: Option<Instant>,
     ) {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        match within(left, "", self.engine.health(kind, &state.resource_name)).await {
+        let left = deadline.map_or(HEALTH_WAIT, |d| {
+            d.saturating_duration_since(Instant::now()).min(HEALTH_WAIT)
+        });
+        let health = self.engine.health(kind, &state.resource_name);
+        match within(Some(left), "", health).await {
             Ok(Ok(health)) => convert::merge_health(state, health),
             Ok(Err(error)) => {
                 debug!(%error, name = %state.resource_name, "no health for the resource; served without it");
