@@ -354,7 +354,9 @@ pub fn recovery_step(step: &StepRecord) -> sm::RecoveryStep {
         }
         Outcome::Healthy => "the resource became healthy after it",
         Outcome::TimedOut => "no healthy state within the validation timeout",
-        Outcome::Ignored => "the incident ended before it was delivered: its outcome is ignored",
+        Outcome::Ignored => {
+            "the incident ended while it was in flight or being validated: its outcome is ignored"
+        }
     };
     sm::RecoveryStep {
         step_name: step.action.as_str().to_owned(),
