@@ -273,6 +273,10 @@ impl Healer {
                 Some(command) = io.commands.recv() => self.on_command(command).await,
                 _ = sleep => self.on_time().await,
             }
+            // Whatever changed in memory is written now (or retried later).
+            if self.flush_retry.is_none() {
+                self.flush().await;
+            }
         }
         self.flush().await;
         tracing::info!(
