@@ -630,6 +630,7 @@ async fn an_alert_exists_after_a_package_fails_and_can_be_acknowledged() {
         conditions.contains(&("RecoveryFailed", AlertSeverity::Critical)),
         "{conditions:?}"
     );
+
     sm.shutdown().await;
 }
 
@@ -920,5 +921,58 @@ async fn manual_rungs_reach_the_action_controller() {
     })
     .await;
     assert_eq!(triggered[0].scenario_name, "s1");
+    sm.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_package_healthy_again_after_a_failed_recovery_resolves_its_alerts_and_shows_running() {
+    let ac = ActionControllerServer::start().await;
+    let sm = StateManager::start_with(&ac.url(), quick_ladder(), ServeOptions::default()).await;
+    let mut raw = sm.raw.clone();
+    drive_p1_to_error(&sm).await;
+    eventually("the incident ends Failed", || async {
+        let status = status_of(&sm, by_resource(PACKAGE, "p1")).await.status?;
+        (status.phase == sm::RecoveryPhase::Failed as i32).then_some(())
+    })
+    .await;
+    let failed = state_of(&sm, PACKAGE, "p1").await;
+    assert_eq!(
+        failed.metadata.get("recovery.hold").map(String::as_str),
+        Some("failed"),
+        "{:?}",
+        failed.metadata
+    );
+
+    // Healthy again (the NodeAgent restarted the containers): its alerts
+    // are resolved (RECOVERY.md §6) and the package shows Running.
+    raw.send_changed_container_list(report("running"))
+        .await
+        .expect("accepted");
+    let healthy = state_of(&sm, PACKAGE, "p1").await;
+    assert_eq!(healthy.current_state, "Running");
+    let open = eventually("p1's alerts resolved", || async {
+        let page = sm
+            .client
+            .pending_alerts(&AlertQuery::default())
+            .await
+            .expect("answers");
+        (!page.alerts.iter().any(|a| a.name == "p1")).then_some(page)
+    })
+    .await;
+    assert!(open.alerts.iter().all(|a| a.name != "p1"));
+    let healthy = state_of(&sm, PACKAGE, "p1").await;
+    let health = healthy.health_status.as_ref().expect("health_status");
+    assert!(health.healthy, "{health:?}");
+    assert_eq!(
+        healthy.metadata.get("recovery.phase").map(String::as_str),
+        Some("Failed"),
+        "the latest incident"
+    );
+    assert_eq!(
+        healthy.metadata.get("service_phase").map(String::as_str),
+        Some("Running"),
+        "a healthy, running package: {:?}",
+        healthy.metadata
+    );
     sm.shutdown().await;
 }
