@@ -224,3 +224,29 @@ fn recovery_response(
         Err(error) => Err(convert::engine_status(&error)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_past_the_callers_deadline_is_deadline_exceeded() {
+        let never = std::future::pending::<Result<(), EngineError>>();
+        let status = within(Some(Duration::from_millis(10)), MAY_STILL_HAPPEN, never)
+            .await
+            .expect_err("no answer in time");
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+        assert!(status.message().contains("10ms"), "{status:?}");
+        assert!(status.message().contains("GetRecoveryStatus"), "{status:?}");
+
+        let answered = within(None, "", async { Ok::<_, EngineError>(7) }).await;
+        assert_eq!(answered.expect("in time"), Ok(7));
+        let failed = within(Some(Duration::from_secs(1)), "", async {
+            Err::<(), _>(EngineError::Stopped)
+        })
+        .await;
+        assert_eq!(failed.expect("in time"), Err(EngineError::Stopped));
+    }
+}
