@@ -71,13 +71,6 @@ impl Fixture {
         eventually(self.store.as_ref(), "/package/p1/state", Some("Error")).await;
     }
 
-    async fn incident(&self) -> Incident {
-        self.h()
-            .recovery_status(IncidentRef::Resource(ResourceKind::Package, "p1".into()))
-            .await
-            .expect("p1 has an incident")
-            .incident
-    }
 
     /// Waits (in paused time, 5 s at most) until p1's incident is in `phase`
     /// with `steps` steps.
