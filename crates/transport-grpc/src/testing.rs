@@ -30,6 +30,30 @@ struct Received {
     reconciles: Mutex<Vec<ac::ReconcileRequest>>,
     triggers: Mutex<Vec<ac::TriggerActionRequest>>,
     offloads: Mutex<Vec<ac::OffloadModelRequest>>,
+    /// Every Reconcile and TriggerAction in arrival order, refused ones
+    /// marked `refused`.
+    log: Mutex<Vec<String>>,
+    /// How many of the next Reconcile/TriggerAction calls fail UNAVAILABLE.
+    fail_next: std::sync::atomic::AtomicUsize,
+}
+
+impl Received {
+    /// Logs a call; `Err` when it is one of the calls told to fail.
+    fn admit(&self, call: String) -> Result<(), Status> {
+        use std::sync::atomic::Ordering;
+        let fail = self
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            record(&self.log, format!("{call} refused"));
+            return Err(Status::unavailable(
+                "the ActionController is failing (test)",
+            ));
+        }
+        record(&self.log, call);
+        Ok(())
+    }
 }
 
 fn copy<T: Clone>(list: &Mutex<Vec<T>>) -> Vec<T> {
@@ -49,7 +73,10 @@ impl ActionControllerConnection for Recorder {
         request: Request<ac::TriggerActionRequest>,
     ) -> Result<Response<ac::TriggerActionResponse>, Status> {
         // A recovery's Recreate rung.
-        record(&self.0.triggers, request.into_inner());
+        let request = request.into_inner();
+        self.0
+            .admit(format!("TriggerAction({})", request.scenario_name))?;
+        record(&self.0.triggers, request);
         Ok(Response::new(ac::TriggerActionResponse {
             status: 0,
             desc: "action triggered".into(),
@@ -60,7 +87,10 @@ impl ActionControllerConnection for Recorder {
         &self,
         request: Request<ac::ReconcileRequest>,
     ) -> Result<Response<ac::ReconcileResponse>, Status> {
-        record(&self.0.reconciles, request.into_inner());
+        let request = request.into_inner();
+        self.0
+            .admit(format!("Reconcile({})", request.scenario_name))?;
+        record(&self.0.reconciles, request);
         Ok(Response::new(ac::ReconcileResponse {
             status: 0,
             desc: "reconciling".into(),
@@ -118,6 +148,19 @@ impl ActionControllerDouble {
             received: Arc::default(),
             running: None,
         }
+    }
+
+    /// The next `n` Reconcile or TriggerAction calls fail with UNAVAILABLE.
+    pub fn fail_next(&self, n: usize) {
+        self.received
+            .fail_next
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Every Reconcile and TriggerAction in arrival order
+    /// (`Reconcile(s)`, `TriggerAction(s)`, refused ones with ` refused`).
+    pub fn calls(&self) -> Vec<String> {
+        copy(&self.received.log)
     }
 
     /// `http://127.0.0.1:{port}`.

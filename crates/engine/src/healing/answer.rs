@@ -511,7 +511,7 @@ fn service_phase(
     let failed_incident = open.is_none() && latest.is_some_and(|i| i.phase == Phase::Failed);
     match state {
         Some(AnyState::Package(PackageState::Error)) => "Failed",
-        _ if failed_incident => "Failed",
+        Some(AnyState::Package(PackageState::Degraded)) if failed_incident => "Failed",
         Some(AnyState::Package(PackageState::Degraded)) => "Degraded",
         Some(AnyState::Package(PackageState::Running)) => "Running",
         Some(AnyState::Package(PackageState::Idle)) | None => {
