@@ -71,7 +71,6 @@ impl Fixture {
         eventually(self.store.as_ref(), "/package/p1/state", Some("Error")).await;
     }
 
-
     /// Waits (in paused time, 5 s at most) until p1's incident is in `phase`
     /// with `steps` steps.
     async fn until(&self, phase: Phase, steps: usize) -> Incident {
