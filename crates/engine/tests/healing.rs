@@ -46,6 +46,15 @@ impl Fixture {
         }
     }
 
+    /// A subscription to recovery, alert and warning events.
+    fn recovery_events(&self) -> engine::Subscription {
+        self.h().subscribe(EventFilter {
+            include_recovery: true,
+            include_health: true,
+            ..EventFilter::default()
+        })
+    }
+
     fn h(&self) -> EngineHandle {
         self.engine.handle()
     }
@@ -103,6 +112,21 @@ impl Fixture {
     }
 }
 
+/// The kinds of the events received so far, state changes left out.
+async fn drain(events: &mut engine::Subscription) -> Vec<EventKind> {
+    let mut kinds = Vec::new();
+    while let Ok(Some(delivery)) =
+        tokio::time::timeout(Duration::from_millis(100), events.next()).await
+    {
+        if let engine::Delivery::Event(event) = delivery
+            && event.kind != EventKind::StateChange
+        {
+            kinds.push(event.kind);
+        }
+    }
+    kinds
+}
+
 fn actions(incident: &Incident) -> Vec<(RecoveryAction, Outcome)> {
     incident
         .steps
@@ -114,11 +138,7 @@ fn actions(incident: &Incident) -> Vec<(RecoveryAction, Outcome)> {
 #[tokio::test(start_paused = true)]
 async fn a_package_that_recovers_after_the_first_restart_completes() {
     let f = Fixture::new().await;
-    let mut events = f.h().subscribe(EventFilter {
-        include_recovery: true,
-        include_health: true,
-        ..EventFilter::default()
-    });
+    let mut events = f.recovery_events();
     f.fail().await;
     let incident = f.until(Phase::Validating, 1).await;
     assert_eq!(f.action.calls(), ["Reconcile(s1)"]);
@@ -132,16 +152,7 @@ async fn a_package_that_recovers_after_the_first_restart_completes() {
     );
     assert_eq!(f.stored(&done.id).await.phase, Phase::Completed);
     assert_eq!(f.action.calls(), ["Reconcile(s1)"], "nothing more");
-    let mut kinds = Vec::new();
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_millis(100), events.next()).await
-    {
-        if let engine::Delivery::Event(event) = event
-            && event.kind != EventKind::StateChange
-        {
-            kinds.push(event.kind);
-        }
-    }
+    let kinds = drain(&mut events).await;
     assert_eq!(
         kinds,
         [EventKind::RecoveryStart, EventKind::RecoveryComplete]
@@ -187,11 +198,7 @@ async fn a_package_that_recovers_after_escalation_walks_the_rungs_in_order() {
 #[tokio::test(start_paused = true)]
 async fn a_package_kept_in_error_walks_the_whole_ladder_and_fails() {
     let f = Fixture::new().await;
-    let mut events = f.h().subscribe(EventFilter {
-        include_recovery: true,
-        include_health: true,
-        ..EventFilter::default()
-    });
+    let mut events = f.recovery_events();
     f.fail().await;
     for steps in 1..=5 {
         f.until(Phase::Validating, steps).await;
@@ -235,16 +242,11 @@ async fn a_package_kept_in_error_walks_the_whole_ladder_and_fails() {
         .await
         .unwrap();
     assert_eq!(kvs.len(), 3, "alerts are durable");
-    let mut failed_events = 0;
-    while let Ok(Some(event)) =
-        tokio::time::timeout(Duration::from_millis(100), events.next()).await
-    {
-        if let engine::Delivery::Event(event) = event
-            && event.kind == EventKind::RecoveryFailed
-        {
-            failed_events += 1;
-        }
-    }
+    let failed_events = drain(&mut events)
+        .await
+        .into_iter()
+        .filter(|k| *k == EventKind::RecoveryFailed)
+        .count();
     assert_eq!(failed_events, 1);
 
     // Isolated: entering Error again asks for nothing.

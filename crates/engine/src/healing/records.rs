@@ -29,28 +29,16 @@ impl Healer {
     /// Reads incidents, alerts, pending step calls and the histories of
     /// packages and models.
     pub(super) async fn read_all(&self) -> Result<Loaded, StoreError> {
-        let kvs = self.read(&self.keys.recovery_prefix()).await?;
-        let incidents = kvs
-            .iter()
-            .filter_map(|kv| match Incident::decode(&kv.value) {
-                Ok(incident) => Some(incident),
-                Err(error) => {
-                    tracing::warn!(key = %kv.key, %error, "skipping an unreadable incident record");
-                    None
-                }
-            })
-            .collect();
-        let kvs = self.read(&self.keys.alerts_prefix()).await?;
-        let alerts = kvs
-            .iter()
-            .filter_map(|kv| match Alert::decode(&kv.value) {
-                Ok(alert) => Some(alert),
-                Err(error) => {
-                    tracing::warn!(key = %kv.key, %error, "skipping an unreadable alert record");
-                    None
-                }
-            })
-            .collect();
+        let incidents = decoded(
+            self.read(&self.keys.recovery_prefix()).await?,
+            Incident::decode,
+            "incident",
+        );
+        let alerts = decoded(
+            self.read(&self.keys.alerts_prefix()).await?,
+            Alert::decode,
+            "alert",
+        );
         let kvs = self.read(&self.keys.outbox_prefix()).await?;
         let calls = kvs
             .iter()
@@ -174,6 +162,23 @@ impl Healer {
             self.flush_retry = None;
         }
     }
+}
+
+/// The records that decode; an unreadable one is logged and skipped.
+fn decoded<T, E: std::fmt::Display>(
+    kvs: Vec<state_store::KeyValue>,
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+    what: &str,
+) -> Vec<T> {
+    kvs.iter()
+        .filter_map(|kv| match decode(&kv.value) {
+            Ok(record) => Some(record),
+            Err(error) => {
+                tracing::warn!(key = %kv.key, %error, "skipping an unreadable {what} record");
+                None
+            }
+        })
+        .collect()
 }
 
 /// A record that still has to be written.
