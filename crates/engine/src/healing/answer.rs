@@ -271,11 +271,7 @@ impl Healer {
     ) -> Result<HealthView, EngineError> {
         let res: Res = (kind, name);
         let now = self.clock.now_ns();
-        let ctx = if matches!(kind, ResourceKind::Package | ResourceKind::Model) {
-            Some(self.context(&res).await?)
-        } else {
-            None
-        };
+        let ctx = Some(self.context(&res).await?);
         let state = ctx
             .as_ref()
             .and_then(|c| c.state)

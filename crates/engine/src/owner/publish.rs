@@ -118,10 +118,17 @@ impl Pending {
                         transition_id: transition_id.to_owned(),
                         timestamp_ns: at_ns,
                     })
-                } else if details.is_empty() {
-                    Err(EngineError::Unavailable(message))
                 } else {
-                    Err(EngineError::Unavailable(format!("{message}: {details}")))
+                    let text = if details.is_empty() {
+                        message
+                    } else {
+                        format!("{message}: {details}")
+                    };
+                    Err(match code {
+                        ErrorCode::InvalidRequest => EngineError::Invalid(text),
+                        ErrorCode::ResourceNotFound => EngineError::NotFound(text),
+                        _ => EngineError::Unavailable(text),
+                    })
                 };
                 let _ = caller.reply.send(answer);
             }

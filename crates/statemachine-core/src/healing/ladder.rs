@@ -54,8 +54,9 @@ pub enum Outcome {
     Healthy,
     /// Validation timed out.
     TimedOut,
-    /// The incident ended (aborted or healthy) before it was delivered:
-    /// its outcome is ignored.
+    /// The incident ended while the step was in flight (healthy or
+    /// aborted before its delivery), or was aborted while the step was
+    /// validated: its outcome is ignored.
     Ignored,
 }
 
