@@ -562,3 +562,126 @@ async fn force_synchronization_rewrites_what_differs_from_the_reports() {
     );
     f.engine.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_package_degraded_for_degraded_after_opens_its_own_incident() {
+    use statemachine_core::PackageState;
+    use statemachine_core::healing::IssueType;
+    let store = memory();
+    define_infotainment(store.as_ref()).await;
+    let mut config = config();
+    config.core.reconcile_on = vec![PackageState::Error, PackageState::Degraded];
+    let (engine, action) = start(store.clone(), config).await;
+    let f = Fixture {
+        store,
+        engine,
+        action,
+    };
+    f.report("running").await;
+    let answer = f
+        .h()
+        .report_containers(report(
+            "n1",
+            vec![
+                container("model-m1", &[("Status", "dead")]),
+                container("model-m2", &[("Status", "running")]),
+            ],
+        ))
+        .await;
+    assert_success(answer.code, &answer.message);
+    eventually(f.store.as_ref(), "/package/p1/state", Some("Degraded")).await;
+    // The Reconcile of the entry (STATE-MACHINES §3), no incident yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(f.action.calls(), ["Reconcile(s1)"]);
+    assert!(
+        f.h()
+            .recovery_status(IncidentRef::Resource(ResourceKind::Package, "p1".into()))
+            .await
+            .is_err()
+    );
+    // 60 s Degraded: PackageDegraded opens, waits initial_delay, restarts.
+    tokio::time::sleep(Duration::from_secs(66)).await;
+    let incident = f.until(Phase::Validating, 1).await;
+    assert_eq!(incident.issue, IssueType::PackageDegraded);
+    assert_eq!(f.action.calls(), ["Reconcile(s1)", "Reconcile(s1)"]);
+    f.engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_node_relocates_its_dead_models_to_a_live_node() {
+    use statemachine_core::healing::IssueType;
+    let store = memory();
+    define_infotainment(store.as_ref()).await;
+    let mut config = config();
+    config.core.node_timeout = Some(Duration::from_secs(10));
+    let (engine, action) = start(store.clone(), config).await;
+    let f = Fixture {
+        store,
+        engine,
+        action,
+    };
+    f.report("running").await;
+    eventually(f.store.as_ref(), "/package/p1/state", Some("Running")).await;
+    // n2 reports (nothing of p1) and stays live; n1 falls silent.
+    for _ in 0..3 {
+        let answer = f.h().report_containers(report("n2", Vec::new())).await;
+        assert_success(answer.code, &answer.message);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+    }
+    eventually(f.store.as_ref(), "/model/m1/state", Some("Dead")).await;
+    let m1 = IncidentRef::Resource(ResourceKind::Model, "m1".into());
+    let mut relocated = false;
+    for _ in 0..100 {
+        let answer = f.h().report_containers(report("n2", Vec::new())).await;
+        assert_success(answer.code, &answer.message);
+        if f.action
+            .calls()
+            .iter()
+            .any(|c| c == "OffloadModel(m1, n1 -> n2)")
+        {
+            relocated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(relocated, "calls: {:?}", f.action.calls());
+    let view = f.h().recovery_status(m1).await.unwrap();
+    assert_eq!(view.incident.issue, IssueType::NodeSilent);
+    assert_eq!(view.incident.steps[0].action, RecoveryAction::Relocate);
+    f.engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alert_open_longer_than_its_ttl_expires() {
+    let store = memory();
+    define_infotainment(store.as_ref()).await;
+    let mut config = config();
+    config.healing.alert_ttl = Duration::from_secs(300);
+    let (engine, action) = start(store.clone(), config).await;
+    let f = Fixture {
+        store,
+        engine,
+        action,
+    };
+    f.fail().await;
+    for steps in 1..=3 {
+        f.until(Phase::Validating, steps).await;
+        tokio::time::sleep(VALIDATION).await;
+    }
+    f.until(Phase::Validating, 4).await;
+    let page = f.h().pending_alerts(AlertQuery::default()).await.unwrap();
+    let notify = page.alerts[0].id.clone();
+    // Past the ttl and the next expiry check (every 60 s).
+    tokio::time::sleep(Duration::from_secs(300 + 61)).await;
+    let page = f.h().pending_alerts(AlertQuery::default()).await.unwrap();
+    assert!(page.alerts.iter().all(|a| a.id != notify), "{page:?}");
+    let stored = f
+        .store
+        .get(&format!("/statemanager/alerts/{notify}"))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = statemachine_core::alert::Alert::decode(&stored.value).unwrap();
+    assert_eq!(stored.status, AlertStatus::Expired);
+    f.engine.shutdown().await;
+}
