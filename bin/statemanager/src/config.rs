@@ -278,6 +278,13 @@ pub struct RecoveryOptions {
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub model_dead: Option<bool>,
 
+    /// Re-derive at once a model or package key that another writer changed
+    /// to a value the reports do not derive [default: true].
+    #[arg(long = "recovery-repair-foreign-writes", env = "STATEMANAGER_RECOVERY_REPAIR_FOREIGN_WRITES",
+          value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub repair_foreign_writes: Option<bool>,
+
     /// Transitions within --recovery-flap-window that make a resource flap,
     /// 1 to 64 [default: 5].
     #[arg(
@@ -637,10 +644,11 @@ pub fn parse_file(text: &str) -> anyhow::Result<Options> {
 }
 
 /// The keys of the file's `[recovery]` table.
-const RECOVERY_KEYS: [&str; 10] = [
+const RECOVERY_KEYS: [&str; 11] = [
     "degraded-after",
     "model-dead-after",
     "model-dead",
+    "repair-foreign-writes",
     "flap-threshold",
     "flap-window",
     "alert-ttl",
@@ -669,6 +677,7 @@ impl RecoveryOptions {
             degraded_after,
             model_dead_after,
             model_dead,
+            repair_foreign_writes,
             flap_threshold,
             flap_window,
             alert_ttl,
@@ -681,6 +690,7 @@ impl RecoveryOptions {
             degraded_after: degraded_after.or(lower.degraded_after),
             model_dead_after: model_dead_after.or(lower.model_dead_after),
             model_dead: model_dead.or(lower.model_dead),
+            repair_foreign_writes: repair_foreign_writes.or(lower.repair_foreign_writes),
             flap_threshold: flap_threshold.or(lower.flap_threshold),
             flap_window: flap_window.or(lower.flap_window),
             alert_ttl: alert_ttl.or(lower.alert_ttl),
@@ -704,6 +714,9 @@ impl RecoveryOptions {
         }
         if let Some(HumanDuration(after)) = self.model_dead_after {
             healing.issues.model_dead_after = after;
+        }
+        if let Some(repair) = self.repair_foreign_writes {
+            healing.repair_foreign_writes = repair;
         }
         if let Some(threshold) = self.flap_threshold {
             let capacity = healing.tracker.capacity;
@@ -766,6 +779,9 @@ impl RecoveryOptions {
                 "degraded-after" => options.degraded_after = Some(duration(&at, value)?),
                 "model-dead-after" => options.model_dead_after = Some(duration(&at, value)?),
                 "model-dead" => options.model_dead = Some(boolean(&at, value)?),
+                "repair-foreign-writes" => {
+                    options.repair_foreign_writes = Some(boolean(&at, value)?)
+                }
                 "flap-threshold" => options.flap_threshold = Some(whole(&at, value)?),
                 "flap-window" => options.flap_window = Some(duration(&at, value)?),
                 "alert-ttl" => options.alert_ttl = Some(duration(&at, value)?),
@@ -1389,6 +1405,7 @@ mod tests {
             degraded-after = "1s"
             model-dead-after = "2s"
             model-dead = true
+            repair-foreign-writes = false
             flap-threshold = 3
             flap-window = "4s"
             alert-ttl = "5s"
@@ -1402,6 +1419,7 @@ mod tests {
             degraded_after,
             model_dead_after,
             model_dead,
+            repair_foreign_writes,
             flap_threshold,
             flap_window,
             alert_ttl,
@@ -1414,6 +1432,7 @@ mod tests {
             degraded_after.is_some()
                 && model_dead_after.is_some()
                 && model_dead.is_some()
+                && repair_foreign_writes.is_some()
                 && flap_threshold.is_some()
                 && flap_window.is_some()
                 && alert_ttl.is_some()
@@ -1581,6 +1600,7 @@ mod tests {
             incidents-kept = 100
             alerts-kept = 50
             live-node-within = "20s"
+            repair-foreign-writes = false
 
             [recovery.strategy.package_error]
             actions = ["Restart", "restart", "RECREATE", "Notify", "isolate"]
@@ -1636,6 +1656,7 @@ mod tests {
             incidents_kept: 100,
             alerts_kept: 50,
             live_node_within: Duration::from_secs(20),
+            repair_foreign_writes: false,
         };
         assert_eq!(healing, expected);
         assert_eq!(

@@ -438,6 +438,17 @@ fn healing(out: &mut String, m: &Metrics) {
         "statemanager_flapping_detected_total {}",
         load(&m.flapping_detected)
     );
+    header(
+        out,
+        "foreign_writes_total",
+        "counter",
+        "Model and package keys another writer changed to a value the reports do not derive.",
+    );
+    let _ = writeln!(
+        out,
+        "statemanager_foreign_writes_total {}",
+        load(&m.foreign_writes)
+    );
 }
 
 /// One family with one label: HELP, TYPE, then a sample per value.

@@ -40,6 +40,9 @@ pub struct HealingConfig {
     /// How recently a node must have reported to be a Relocate target
     /// (default 30 s).
     pub live_node_within: Duration,
+    /// Re-derive a model or package key another writer changed to a value
+    /// the reports do not derive, at once (default on; RECOVERY.md §7).
+    pub repair_foreign_writes: bool,
 }
 
 impl Default for HealingConfig {
@@ -52,6 +55,7 @@ impl Default for HealingConfig {
             incidents_kept: 256,
             alerts_kept: 1024,
             live_node_within: Duration::from_secs(30),
+            repair_foreign_writes: true,
         }
     }
 }

@@ -125,6 +125,9 @@ pub struct Metrics {
     pub flapping_resources: AtomicU64,
     /// Times a resource started flapping.
     pub flapping_detected: AtomicU64,
+    /// Model and package keys another writer changed to a value the
+    /// reports do not derive.
+    pub foreign_writes: AtomicU64,
     /// When each node last reported (ns since the epoch); at start-up, the
     /// start-up time for nodes known from the store.
     node_last_seen: Mutex<BTreeMap<String, i64>>,
@@ -164,6 +167,7 @@ impl Default for Metrics {
             alerts_open: std::array::from_fn(|_| AtomicU64::new(0)),
             flapping_resources: AtomicU64::new(0),
             flapping_detected: AtomicU64::new(0),
+            foreign_writes: AtomicU64::new(0),
             node_last_seen: Mutex::new(BTreeMap::new()),
         }
     }

@@ -522,7 +522,16 @@ async fn a_state_diff_runs_its_plan_as_an_incident() {
 
 #[tokio::test(start_paused = true)]
 async fn force_synchronization_rewrites_what_differs_from_the_reports() {
-    let f = Fixture::new().await;
+    let store = memory();
+    define_infotainment(store.as_ref()).await;
+    let mut config = config();
+    config.healing.repair_foreign_writes = false;
+    let (engine, action) = start(store.clone(), config).await;
+    let f = Fixture {
+        store,
+        engine,
+        action,
+    };
     f.report("running").await;
     eventually(f.store.as_ref(), "/package/p1/state", Some("Running")).await;
     // Another writer puts a wrong derived value.
@@ -683,5 +692,29 @@ async fn an_alert_open_longer_than_its_ttl_expires() {
         .unwrap();
     let stored = statemachine_core::alert::Alert::decode(&stored.value).unwrap();
     assert_eq!(stored.status, AlertStatus::Expired);
+    f.engine.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_foreign_write_to_a_derived_key_is_repaired_at_once() {
+    let f = Fixture::new().await;
+    f.report("running").await;
+    eventually(f.store.as_ref(), "/package/p1/state", Some("Running")).await;
+    eventually(f.store.as_ref(), "/model/m1/state", Some("Running")).await;
+    put(f.store.as_ref(), "/model/m1/state", "Dead").await;
+    put(f.store.as_ref(), "/package/p1/state", "Error").await;
+    // Rewritten to what the reports derive.
+    eventually(f.store.as_ref(), "/model/m1/state", Some("Running")).await;
+    eventually(f.store.as_ref(), "/package/p1/state", Some("Running")).await;
+    assert!(f.engine.metrics().foreign_writes.load(Ordering::Relaxed) >= 2);
+    // A scenario key is requested, never repaired.
+    put(f.store.as_ref(), "/scenario/s9/state", "Waiting").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        value(f.store.as_ref(), "/scenario/s9/state")
+            .await
+            .as_deref(),
+        Some("Waiting")
+    );
     f.engine.shutdown().await;
 }

@@ -109,6 +109,38 @@ impl Owner {
 
     /// Applies a key read from the store to the cache; returns what a
     /// definition change affects.
+    /// A derived key (model, package) that another writer changed to a
+    /// value the latest reports do not derive (RECOVERY.md §7): counted,
+    /// logged, and re-derived at once when `repair_foreign_writes` is on.
+    /// Scenario keys are requested, never repaired; containers follow the
+    /// next report.
+    fn foreign_write(
+        &mut self,
+        kind: ResourceKind,
+        name: &str,
+        before: Option<statemachine_core::AnyState>,
+    ) -> Affected {
+        let after = self.snapshot.state(kind, name);
+        if before.is_none() || after == before {
+            return Affected::default();
+        }
+        if !matches!(kind, ResourceKind::Model | ResourceKind::Package) {
+            return Affected::default();
+        }
+        inc(&self.metrics.foreign_writes);
+        let repair = self.config.healing.repair_foreign_writes;
+        tracing::warn!(%kind, %name, from = ?before.map(|s| s.as_str()), to = ?after.map(|s| s.as_str()), repair,
+            "another writer changed a derived state key");
+        let mut affected = Affected::default();
+        if repair {
+            match kind {
+                ResourceKind::Model => affected.models.insert(name.to_owned()),
+                _ => affected.packages.insert(name.to_owned()),
+            };
+        }
+        affected
+    }
+
     pub(super) fn feed_put(
         &mut self,
         feed: Feed,
@@ -136,10 +168,11 @@ impl Owner {
                     return Affected::default();
                 }
                 let text = String::from_utf8_lossy(value);
+                let before = self.snapshot.state(kind, name);
                 if let Err(error) = self.snapshot.load_state(kind, name, &text, revision) {
                     tracing::warn!(%key, %error, "ignoring a state value that does not parse");
                 }
-                Affected::default()
+                self.foreign_write(kind, name, before)
             }
             Feed::Nodes => {
                 let Some(node) = key.strip_prefix(&self.keys.nodes_prefix()) else {
