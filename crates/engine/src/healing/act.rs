@@ -26,6 +26,9 @@ use crate::outbox::OutboxItem;
 /// rungs moves on at once; this bounds a misconfigured one).
 const MAX_STEPS_AT_ONCE: usize = 64;
 
+/// How often the gauges are recomputed (ns).
+const GAUGES_EVERY_NS: i64 = 1_000_000_000;
+
 impl Healer {
     /// Takes every step that is due for the incident now.
     pub(super) async fn drive(&mut self, id: &str) {
@@ -141,11 +144,9 @@ impl Healer {
             RecoveryAction::Notify | RecoveryAction::Isolate => {
                 incident.delivered(strategy, now);
                 let (severity, condition, title) = if action == RecoveryAction::Isolate {
+                    // The owner learns of the hold when the incident ends;
+                    // until then the open incident already joins entries.
                     self.held.insert(res.clone(), Hold::Isolated);
-                    if res.0 == ResourceKind::Package {
-                        // The owner learns of the hold when the incident ends;
-                        // until then the open incident already joins entries.
-                    }
                     (AlertSeverity::Critical, "Isolated", "resource isolated")
                 } else if last_rung {
                     (
@@ -554,8 +555,14 @@ impl Healer {
         let _ = self.events.send(Arc::new(event));
     }
 
-    /// Updates the gauges `/metrics` shows.
-    pub(super) fn publish_gauges(&self) {
+    /// Updates the gauges `/metrics` shows, at most once a second: the
+    /// flapping count walks every tracked resource.
+    pub(super) fn publish_gauges(&mut self) {
+        let now = self.clock.now_ns();
+        if now < self.gauges_due {
+            return;
+        }
+        self.gauges_due = now.saturating_add(GAUGES_EVERY_NS);
         let mut phases = [0u64; 3];
         for id in self.open.values() {
             if let Some(incident) = self.incidents.get(id) {
@@ -577,7 +584,6 @@ impl Healer {
         for (gauge, value) in self.metrics.alerts_open.iter().zip(alerts) {
             gauge.store(value, Ordering::Relaxed);
         }
-        let now = self.clock.now_ns();
         let flapping = self
             .trackers
             .values()

@@ -190,6 +190,8 @@ pub(crate) struct Healer {
     /// An incident whose action could not be written: when to try again.
     pub(super) act_retry: HashMap<String, i64>,
     pub(super) next_expiry_check: i64,
+    /// When the gauges are recomputed next.
+    pub(super) gauges_due: i64,
     pub(super) event_ids: u64,
 }
 
@@ -242,6 +244,7 @@ impl Healer {
             flush_retry: None,
             act_retry: HashMap::new(),
             next_expiry_check: 0,
+            gauges_due: 0,
             event_ids: 0,
         }
     }
@@ -347,9 +350,8 @@ impl Healer {
                 self.step_delivered(&id, step).await;
             }
         }
-        for (res, hold) in self.held.clone() {
+        for res in self.held.keys().cloned().collect::<Vec<_>>() {
             if res.0 == ResourceKind::Package {
-                let _ = hold;
                 self.note(RecoveryNote::Ended {
                     package: res.1.clone(),
                     id: String::new(),
@@ -395,6 +397,7 @@ impl Healer {
             .chain(self.act_retry.values().copied())
             .chain(self.flush_retry)
             .chain(std::iter::once(self.next_expiry_check))
+            .chain(std::iter::once(self.gauges_due))
             .min()
     }
 
