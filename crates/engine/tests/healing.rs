@@ -37,6 +37,18 @@ impl Fixture {
         Self::on(store).await
     }
 
+    /// Package p1 on a fresh memory store, the engine with `config`.
+    async fn with(config: engine::EngineConfig) -> Self {
+        let store = memory();
+        define_infotainment(store.as_ref()).await;
+        let (engine, action) = start(store.clone(), config).await;
+        Self {
+            store,
+            engine,
+            action,
+        }
+    }
+
     async fn on(store: Arc<dyn StateStore>) -> Self {
         let (engine, action) = start(store.clone(), config()).await;
         Self {
@@ -522,16 +534,9 @@ async fn a_state_diff_runs_its_plan_as_an_incident() {
 
 #[tokio::test(start_paused = true)]
 async fn force_synchronization_rewrites_what_differs_from_the_reports() {
-    let store = memory();
-    define_infotainment(store.as_ref()).await;
     let mut config = config();
     config.healing.repair_foreign_writes = false;
-    let (engine, action) = start(store.clone(), config).await;
-    let f = Fixture {
-        store,
-        engine,
-        action,
-    };
+    let f = Fixture::with(config).await;
     f.report("running").await;
     eventually(f.store.as_ref(), "/package/p1/state", Some("Running")).await;
     // Another writer puts a wrong derived value.
@@ -576,16 +581,9 @@ async fn force_synchronization_rewrites_what_differs_from_the_reports() {
 async fn a_package_degraded_for_degraded_after_opens_its_own_incident() {
     use statemachine_core::PackageState;
     use statemachine_core::healing::IssueType;
-    let store = memory();
-    define_infotainment(store.as_ref()).await;
     let mut config = config();
     config.core.reconcile_on = vec![PackageState::Error, PackageState::Degraded];
-    let (engine, action) = start(store.clone(), config).await;
-    let f = Fixture {
-        store,
-        engine,
-        action,
-    };
+    let f = Fixture::with(config).await;
     f.report("running").await;
     let answer = f
         .h()
@@ -619,16 +617,9 @@ async fn a_package_degraded_for_degraded_after_opens_its_own_incident() {
 #[tokio::test(start_paused = true)]
 async fn a_silent_node_relocates_its_dead_models_to_a_live_node() {
     use statemachine_core::healing::IssueType;
-    let store = memory();
-    define_infotainment(store.as_ref()).await;
     let mut config = config();
     config.core.node_timeout = Some(Duration::from_secs(10));
-    let (engine, action) = start(store.clone(), config).await;
-    let f = Fixture {
-        store,
-        engine,
-        action,
-    };
+    let f = Fixture::with(config).await;
     f.report("running").await;
     eventually(f.store.as_ref(), "/package/p1/state", Some("Running")).await;
     // n2 reports (nothing of p1) and stays live; n1 falls silent.
@@ -662,16 +653,9 @@ async fn a_silent_node_relocates_its_dead_models_to_a_live_node() {
 
 #[tokio::test(start_paused = true)]
 async fn an_alert_open_longer_than_its_ttl_expires() {
-    let store = memory();
-    define_infotainment(store.as_ref()).await;
     let mut config = config();
     config.healing.alert_ttl = Duration::from_secs(300);
-    let (engine, action) = start(store.clone(), config).await;
-    let f = Fixture {
-        store,
-        engine,
-        action,
-    };
+    let f = Fixture::with(config).await;
     f.fail().await;
     for steps in 1..=3 {
         f.until(Phase::Validating, steps).await;
