@@ -231,6 +231,10 @@ async fn package_reaches_degraded_then_error_when_its_models_die_and_the_action_
         "Reconcile{{s, FAILED, RUNNING}}, none for Degraded"
     );
     keys.eventually_count(OUTBOX, 0).await;
+    // The healer records the delivery in its incident after the outbox
+    // record is gone; wait for that write before measuring.
+    keys.eventually_some_value_under("/statemanager/recovery/", "\"phase\":\"Validating\"")
+        .await;
 
     // The same report again: nothing changes, nothing is asked.
     let revision = keys.revision().await;

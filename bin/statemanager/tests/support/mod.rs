@@ -359,6 +359,33 @@ impl Keys {
         }
     }
 
+    /// Waits (10 s at most) until some key under `prefix` holds a value
+    /// containing `needle`.
+    pub async fn eventually_some_value_under(&self, prefix: &str, needle: &str) {
+        let started = Instant::now();
+        loop {
+            let answer = self
+                .client
+                .clone()
+                .get(prefix, Some(GetOptions::new().with_prefix()))
+                .await
+                .unwrap_or_else(|e| panic!("get {prefix}*: {e}"));
+            let values: Vec<String> = answer
+                .kvs()
+                .iter()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
+                .collect();
+            if values.iter().any(|v| v.contains(needle)) {
+                return;
+            }
+            assert!(
+                started.elapsed() < DEADLINE,
+                "{prefix}: expected a value containing {needle:?} within {DEADLINE:?}, found {values:?}"
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// `Scenario/{name}` driving package `target`.
     pub async fn define_scenario(&self, name: &str, target: &str) {
         let yaml = format!(
