@@ -1,7 +1,9 @@
 //! The storage seam of the StateManager.
 //!
-//! [`StateStore`] is the one trait every piece of storage implements: etcd in
-//! production (`store-etcd`), [`MemoryStore`] for the embedded mode and tests.
+//! [`StateStore`] is the one trait every piece of storage implements: etcd
+//! (`store-etcd`), the embedded database (`store-embedded`: a [`MemoryStore`]
+//! whose [`Journal`] keeps every write on disk), and [`MemoryStore`] alone
+//! for tests.
 //! Its semantics follow etcd's, so code written against one store behaves the
 //! same on the other:
 //!
@@ -33,7 +35,7 @@ use futures::Stream;
 
 pub use batch::{Batch, Guard, Op};
 pub use error::{Cause, StoreError};
-pub use memory::{MemoryStore, MemoryStoreConfig};
+pub use memory::{Journal, JournalEntry, MemoryStore, MemoryStoreConfig, Restored};
 pub use request::{check_key, check_watch_start, is_valid_key};
 
 /// A store-wide, monotonically increasing version number (etcd's revision).

@@ -85,6 +85,56 @@ pub struct MemoryStore {
 struct Shared {
     config: MemoryStoreConfig,
     inner: Mutex<Inner>,
+    /// Where writes are made durable before they are shown; `None` for a
+    /// store that lives in memory only.
+    journal: Option<Journaled>,
+}
+
+/// A journal and the gate that lets one journaled write through at a time.
+struct Journaled {
+    journal: Arc<dyn Journal>,
+    /// Held from a write's guard check to its installation, so that the
+    /// state a write was checked against cannot change while the journal
+    /// writes it.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// Makes a [`MemoryStore`]'s writes durable.
+///
+/// [`MemoryStore::with_journal`] hands each revision to
+/// [`append`](Journal::append) before the revision becomes visible to
+/// readers and watches; a write the journal refuses is not applied. Calls
+/// come one at a time, from a blocking thread.
+pub trait Journal: Send + Sync + 'static {
+    /// Durably records one revision's writes, or fails having recorded
+    /// nothing of them.
+    fn append(&self, entry: &JournalEntry<'_>) -> Result<(), StoreError>;
+}
+
+/// One revision's writes, as a [`Journal`] records them.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalEntry<'a> {
+    /// The revision the writes are made at.
+    pub revision: Revision,
+    /// The writes, in the order of the batch: puts carry their value and
+    /// revisions, deletes only their key.
+    pub events: &'a [WatchEvent],
+    /// The oldest revision a watch may start at once this entry is applied:
+    /// the journal may drop the events of older revisions.
+    pub compact_revision: Revision,
+}
+
+/// What a [`Journal`] held when its store was reopened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// The store's revision (1 for a new store).
+    pub revision: Revision,
+    /// The oldest revision a watch may start at.
+    pub compact_revision: Revision,
+    /// Every key, in any order.
+    pub kvs: Vec<KeyValue>,
+    /// The retained events, one entry per revision, oldest first.
+    pub log: Vec<(Revision, Vec<WatchEvent>)>,
 }
 
 struct Inner {
@@ -138,6 +188,48 @@ impl MemoryStore {
             shared: Arc::new(Shared {
                 config,
                 inner: Mutex::new(Inner::default()),
+                journal: None,
+            }),
+        }
+    }
+
+    /// A store that starts from what `journal` held (`restored`) and hands
+    /// every later write to `journal` before showing it. Reads never wait
+    /// for the journal; writes wait for each other.
+    pub fn with_journal(
+        config: MemoryStoreConfig,
+        restored: Restored,
+        journal: Arc<dyn Journal>,
+    ) -> Self {
+        let mut inner = Inner {
+            revision: restored.revision.max(1),
+            compact_revision: restored.compact_revision,
+            ..Inner::default()
+        };
+        for kv in restored.kvs {
+            inner.kvs.insert(
+                kv.key,
+                Stored {
+                    value: kv.value,
+                    create_revision: kv.create_revision,
+                    mod_revision: kv.mod_revision,
+                },
+            );
+        }
+        for (revision, events) in restored.log {
+            inner.log_events += events.len();
+            inner
+                .log
+                .push_back(Arc::new(RevisionEvents { revision, events }));
+        }
+        Self {
+            shared: Arc::new(Shared {
+                config,
+                inner: Mutex::new(inner),
+                journal: Some(Journaled {
+                    journal,
+                    writer: Arc::new(tokio::sync::Mutex::new(())),
+                }),
             }),
         }
     }
@@ -254,6 +346,52 @@ impl Shared {
     fn unsubscribe(&self, id: u64) {
         self.lock().watchers.remove(&id);
     }
+
+    /// A write through the journal: guards checked, the journal written on a
+    /// blocking thread, then the revision installed. The journal write and
+    /// the installation run to the end even when the caller stops waiting,
+    /// so memory never falls behind what the journal holds. Returns the
+    /// revision the store is at afterwards, and whether the batch changed
+    /// anything.
+    async fn journaled_write(
+        self: &Arc<Self>,
+        batch: Batch,
+    ) -> Result<(Revision, bool), StoreError> {
+        let Some(journaled) = &self.journal else {
+            return Err(StoreError::invalid_request("the store has no journal"));
+        };
+        let gate = Arc::clone(&journaled.writer).lock_owned().await;
+        let (revision, events, compact_revision) = {
+            let inner = self.lock();
+            inner.check_guards(&batch)?;
+            let events = inner.plan(batch.ops);
+            if events.is_empty() {
+                return Ok((inner.revision, false));
+            }
+            let revision = inner.revision + 1;
+            let compact =
+                inner.compaction_after(revision, events.len(), self.config.history_limit);
+            (revision, events, compact)
+        };
+        let shared = Arc::clone(self);
+        let task = tokio::task::spawn_blocking(move || {
+            let _gate = gate;
+            let entry = JournalEntry {
+                revision,
+                events: &events,
+                compact_revision,
+            };
+            let journal = shared.journal.as_ref().map(|j| Arc::clone(&j.journal));
+            if let Some(journal) = journal {
+                journal.append(&entry)?;
+            }
+            Ok((shared.lock().install(events, &shared.config), true))
+        });
+        task.await.map_err(|error| StoreError::Unavailable {
+            message: format!("the journal write did not finish: {error}"),
+            source: Some(crate::Cause::new(error)),
+        })?
+    }
 }
 
 struct Subscription {
@@ -277,11 +415,28 @@ impl Inner {
         self.kvs.get(key).map_or(0, |stored| stored.mod_revision)
     }
 
-    /// Writes already validated ops under one new revision, or under none
-    /// when nothing changes. Returns the revision the store is at afterwards.
-    fn write(&mut self, ops: Vec<Op>, config: &MemoryStoreConfig) -> Revision {
+    /// All guards are checked before anything is written: all or nothing.
+    fn check_guards(&self, batch: &Batch) -> Result<(), StoreError> {
+        for guard in &batch.guards {
+            let actual = self.mod_revision(&guard.key);
+            if actual != guard.mod_revision {
+                return Err(StoreError::GuardFailed {
+                    key: guard.key.clone(),
+                    expected: guard.mod_revision,
+                    actual,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The events `ops` (already validated) would cause at the next
+    /// revision; empty when they change nothing.
+    fn plan(&self, ops: Vec<Op>) -> Vec<WatchEvent> {
         let revision = self.revision + 1;
-        let mut events = Vec::new();
+        // Normalized batches name each key once, so each op sees the state
+        // before the batch.
+        let mut events: Vec<WatchEvent> = Vec::with_capacity(ops.len());
         for op in ops {
             match op {
                 Op::Put { key, value } => {
@@ -289,14 +444,6 @@ impl Inner {
                         .kvs
                         .get(&key)
                         .map_or(revision, |stored| stored.create_revision);
-                    self.kvs.insert(
-                        key.clone(),
-                        Stored {
-                            value: value.clone(),
-                            create_revision,
-                            mod_revision: revision,
-                        },
-                    );
                     events.push(WatchEvent {
                         kind: EventKind::Put,
                         kv: KeyValue {
@@ -307,43 +454,93 @@ impl Inner {
                         },
                     });
                 }
-                Op::Delete { key } => {
-                    // etcd: deleting an absent key changes nothing.
-                    if self.kvs.remove(&key).is_some() {
-                        events.push(WatchEvent {
-                            kind: EventKind::Delete,
-                            kv: KeyValue {
-                                key,
-                                value: Vec::new(),
-                                create_revision: 0,
-                                mod_revision: revision,
-                            },
-                        });
-                    }
+                // etcd: deleting an absent key changes nothing.
+                Op::Delete { key } if self.kvs.contains_key(&key) => {
+                    events.push(WatchEvent {
+                        kind: EventKind::Delete,
+                        kv: KeyValue {
+                            key,
+                            value: Vec::new(),
+                            create_revision: 0,
+                            mod_revision: revision,
+                        },
+                    });
                 }
+                Op::Delete { .. } => {}
             }
         }
+        events
+    }
+
+    /// The compact revision once `added` more events are logged at
+    /// `revision`: whole revisions are dropped from the front of the log
+    /// while it holds more than `history_limit` events.
+    fn compaction_after(&self, revision: Revision, added: usize, history_limit: usize) -> Revision {
+        let mut total = self.log_events + added;
+        let mut compact = self.compact_revision;
+        for group in &self.log {
+            if total <= history_limit {
+                return compact;
+            }
+            total -= group.events.len();
+            compact = compact.max(group.revision + 1);
+        }
+        if total > history_limit {
+            compact = compact.max(revision + 1);
+        }
+        compact
+    }
+
+    /// Applies planned events at the next revision. Returns the revision the
+    /// store is at afterwards.
+    fn install(&mut self, events: Vec<WatchEvent>, config: &MemoryStoreConfig) -> Revision {
         if events.is_empty() {
             return self.revision;
+        }
+        let revision = self.revision + 1;
+        for event in &events {
+            match event.kind {
+                EventKind::Put => {
+                    self.kvs.insert(
+                        event.kv.key.clone(),
+                        Stored {
+                            value: event.kv.value.clone(),
+                            create_revision: event.kv.create_revision,
+                            mod_revision: revision,
+                        },
+                    );
+                }
+                EventKind::Delete => {
+                    self.kvs.remove(&event.kv.key);
+                }
+            }
         }
         self.revision = revision;
         self.publish(RevisionEvents { revision, events }, config);
         revision
     }
 
+    /// Writes already validated ops under one new revision, or under none
+    /// when nothing changes. Returns the revision the store is at afterwards.
+    fn write(&mut self, ops: Vec<Op>, config: &MemoryStoreConfig) -> Revision {
+        let events = self.plan(ops);
+        self.install(events, config)
+    }
+
     /// Appends one revision's events to the log and hands them to the
     /// watchers, without ever waiting for one.
     fn publish(&mut self, group: RevisionEvents, config: &MemoryStoreConfig) {
         let group = Arc::new(group);
+        let compact =
+            self.compaction_after(group.revision, group.events.len(), config.history_limit);
         self.log_events += group.events.len();
         self.log.push_back(Arc::clone(&group));
-        while self.log_events > config.history_limit {
-            let Some(oldest) = self.log.pop_front() else {
-                break;
-            };
-            self.log_events -= oldest.events.len();
-            self.compact_revision = self.compact_revision.max(oldest.revision + 1);
+        while self.log.front().is_some_and(|g| g.revision < compact) {
+            if let Some(oldest) = self.log.pop_front() {
+                self.log_events -= oldest.events.len();
+            }
         }
+        self.compact_revision = compact;
 
         let mut gone = Vec::new();
         for (id, watcher) in &self.watchers {
@@ -417,34 +614,27 @@ impl StateStore for MemoryStore {
 
     async fn apply(&self, batch: Batch) -> Result<Applied, StoreError> {
         let batch = batch.validated(self.shared.config.max_txn_ops)?;
-
-        let mut inner = self.shared.lock();
-        // All guards are checked before anything is written: all or nothing.
-        for guard in &batch.guards {
-            let actual = inner.mod_revision(&guard.key);
-            if actual != guard.mod_revision {
-                return Err(StoreError::GuardFailed {
-                    key: guard.key.clone(),
-                    expected: guard.mod_revision,
-                    actual,
-                });
-            }
+        if self.shared.journal.is_some() {
+            let (revision, _) = self.shared.journaled_write(batch).await?;
+            return Ok(Applied { revision });
         }
+        let mut inner = self.shared.lock();
+        inner.check_guards(&batch)?;
         let revision = inner.write(batch.ops, &self.shared.config);
         Ok(Applied { revision })
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
         check_key(key)?;
+        let batch = Batch::new().delete(key);
+        if self.shared.journal.is_some() {
+            let (_, changed) = self.shared.journaled_write(batch).await?;
+            return Ok(changed);
+        }
         let mut inner = self.shared.lock();
         let existed = inner.kvs.contains_key(key);
         if existed {
-            inner.write(
-                vec![Op::Delete {
-                    key: key.to_owned(),
-                }],
-                &self.shared.config,
-            );
+            inner.write(batch.ops, &self.shared.config);
         }
         Ok(existed)
     }
@@ -843,6 +1033,121 @@ mod tests {
             })
         );
         assert_eq!(store.revision().await, Ok(1));
+    }
+
+    /// A journal that records what it is given, or refuses while `refuse`.
+    #[derive(Default)]
+    struct Recording {
+        entries: Mutex<Vec<(Revision, usize, Revision)>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl Journal for Recording {
+        fn append(&self, entry: &JournalEntry<'_>) -> Result<(), StoreError> {
+            if self.refuse.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(StoreError::unavailable("disk full"));
+            }
+            self.entries.lock().unwrap().push((
+                entry.revision,
+                entry.events.len(),
+                entry.compact_revision,
+            ));
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_journaled_store_shows_only_what_its_journal_took() {
+        let journal = Arc::new(Recording::default());
+        let store = MemoryStore::with_journal(
+            MemoryStoreConfig {
+                history_limit: 3,
+                ..MemoryStoreConfig::default()
+            },
+            Restored::default(),
+            journal.clone(),
+        );
+        let mut watch = store.watch("", 0).await.unwrap();
+        assert_eq!(put(&store, "a", "1").await, 2);
+        store
+            .apply(Batch::new().put("b", "1").put("c", "1"))
+            .await
+            .unwrap(); // 3: three events in the log
+        assert_eq!(store.delete("absent").await, Ok(false));
+        assert_eq!(store.delete("a").await, Ok(true)); // 4: four, revision 2 dropped
+        assert_eq!(
+            *journal.entries.lock().unwrap(),
+            [(2, 1, 0), (3, 2, 0), (4, 1, 3)],
+            "one entry per changing write, with the compaction the store makes"
+        );
+        assert_eq!(store.compact_revision(), 3);
+
+        journal
+            .refuse
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(
+            store.apply(Batch::new().put("d", "1")).await,
+            Err(StoreError::unavailable("disk full"))
+        );
+        assert_eq!(store.get("d").await, Ok(None));
+        assert_eq!(store.revision().await, Ok(4));
+        for revision in [2, 3, 3, 4] {
+            assert_eq!(next_revision(&mut watch).await, revision);
+        }
+        // Guards are checked against what is shown.
+        assert!(matches!(
+            store.apply(Batch::new().guard("b", 2).put("b", "2")).await,
+            Err(StoreError::GuardFailed { actual: 3, .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_journaled_store_starts_from_what_was_restored() {
+        let kv = |key: &str, revision| KeyValue {
+            key: key.into(),
+            value: b"v".to_vec(),
+            create_revision: revision,
+            mod_revision: revision,
+        };
+        let restored = Restored {
+            revision: 7,
+            compact_revision: 6,
+            kvs: vec![kv("x", 6), kv("y", 7)],
+            log: vec![
+                (
+                    6,
+                    vec![WatchEvent {
+                        kind: EventKind::Put,
+                        kv: kv("x", 6),
+                    }],
+                ),
+                (
+                    7,
+                    vec![WatchEvent {
+                        kind: EventKind::Put,
+                        kv: kv("y", 7),
+                    }],
+                ),
+            ],
+        };
+        let store = MemoryStore::with_journal(
+            MemoryStoreConfig::default(),
+            restored,
+            Arc::new(Recording::default()),
+        );
+        assert_eq!(store.revision().await, Ok(7));
+        assert_eq!(store.get("y").await.unwrap(), Some(kv("y", 7)));
+        assert!(matches!(
+            next(&mut store.watch("", 5).await.unwrap()).await,
+            Some(Err(StoreError::Compacted { .. }))
+        ));
+        let mut replay = store.watch("", 6).await.unwrap();
+        assert_eq!(next_revision(&mut replay).await, 6);
+        assert_eq!(next_revision(&mut replay).await, 7);
+        assert_eq!(put(&store, "x", "2").await, 8);
+        assert_eq!(next_revision(&mut replay).await, 8);
+        let x = store.get("x").await.unwrap().unwrap();
+        assert_eq!((x.create_revision, x.mod_revision), (6, 8));
     }
 
     /// Writers on several threads while a watch replays from the start: the
