@@ -369,8 +369,7 @@ impl Shared {
                 return Ok((inner.revision, false));
             }
             let revision = inner.revision + 1;
-            let compact =
-                inner.compaction_after(revision, events.len(), self.config.history_limit);
+            let compact = inner.compaction_after(revision, events.len(), self.config.history_limit);
             (revision, events, compact)
         };
         let shared = Arc::clone(self);
