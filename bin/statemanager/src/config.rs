@@ -72,7 +72,9 @@ pub struct Cli {
 pub enum StoreKind {
     /// etcd, shared with the other PICCOLO components (needs `--etcd-endpoints`).
     Etcd,
-    /// The embedded in-memory store: nothing survives a restart.
+    /// The embedded database in `--data-dir`: durable, owned by this daemon.
+    Embedded,
+    /// In memory only, for tests: nothing survives a restart.
     Memory,
 }
 
@@ -96,10 +98,15 @@ pub struct Options {
     #[arg(long, env = "STATEMANAGER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// Where states are kept: `etcd` or `memory` [default: etcd when
-    /// --etcd-endpoints is given, memory otherwise].
+    /// Where states are kept: `embedded`, `etcd` or `memory` [default: etcd
+    /// when --etcd-endpoints is given, embedded otherwise].
     #[arg(long, env = "STATEMANAGER_STORE", value_name = "STORE")]
     pub store: Option<StoreKind>,
+
+    /// The embedded store's directory [default: $XDG_STATE_HOME/statemanager,
+    /// else ./statemanager-data].
+    #[arg(long, env = "STATEMANAGER_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// etcd client URLs, comma-separated (e.g. `http://10.0.0.1:2379,http://10.0.0.2:2379`);
     /// implies --store etcd.
@@ -349,6 +356,7 @@ impl Options {
         let Options {
             listen,
             store,
+            data_dir,
             etcd_endpoints,
             etcd_ca,
             etcd_cert,
@@ -380,6 +388,7 @@ impl Options {
         Options {
             listen: listen.or(lower.listen),
             store: store.or(lower.store),
+            data_dir: data_dir.or(lower.data_dir),
             etcd_endpoints: etcd_endpoints.or(lower.etcd_endpoints),
             etcd_ca: etcd_ca.or(lower.etcd_ca),
             etcd_cert: etcd_cert.or(lower.etcd_cert),
@@ -439,22 +448,40 @@ impl Options {
                 self.etcd_connect_timeout.is_some(),
             ),
         ];
-        let store = match (self.store, self.etcd_endpoints) {
-            (Some(StoreKind::Memory), Some(endpoints)) => bail!(
-                "--store memory conflicts with --etcd-endpoints '{}': give one or the other",
+        let kind = match (self.store, &self.etcd_endpoints) {
+            (Some(kind @ (StoreKind::Memory | StoreKind::Embedded)), Some(endpoints)) => bail!(
+                "--store {} conflicts with --etcd-endpoints '{}': give one or the other",
+                kind.name(),
                 endpoints.0.join(",")
             ),
             (Some(StoreKind::Etcd), None) => bail!(
                 "--store etcd needs --etcd-endpoints (comma-separated URLs, e.g. \
                  http://127.0.0.1:2379)"
             ),
-            (Some(StoreKind::Memory) | None, None) => {
-                if let Some((flag, _)) = etcd_only.iter().find(|(_, given)| *given) {
-                    bail!("{flag} applies only to the etcd store: give --etcd-endpoints too");
-                }
-                StoreSettings::Memory
-            }
-            (Some(StoreKind::Etcd) | None, Some(List(endpoints))) => {
+            (Some(kind), _) => kind,
+            (None, Some(_)) => StoreKind::Etcd,
+            (None, None) => StoreKind::Embedded,
+        };
+        if kind != StoreKind::Etcd
+            && let Some((flag, _)) = etcd_only.iter().find(|(_, given)| *given)
+        {
+            bail!("{flag} applies only to the etcd store: give --etcd-endpoints too");
+        }
+        if kind != StoreKind::Embedded && self.data_dir.is_some() {
+            bail!(
+                "--data-dir applies only to the embedded store, not --store {}",
+                kind.name()
+            );
+        }
+        let store = match (kind, self.etcd_endpoints) {
+            (StoreKind::Memory, _) => StoreSettings::Memory,
+            (StoreKind::Embedded, _) => StoreSettings::Embedded(match self.data_dir {
+                Some(dir) if dir.as_os_str().is_empty() => bail!("--data-dir must not be empty"),
+                Some(dir) => dir,
+                None => default_data_dir(std::env::var_os("XDG_STATE_HOME")),
+            }),
+            (StoreKind::Etcd, None) => bail!("--store etcd needs --etcd-endpoints"),
+            (StoreKind::Etcd, Some(List(endpoints))) => {
                 let mut etcd = EtcdConfig::new(endpoints);
                 if let Some(timeout) = self.etcd_timeout {
                     etcd.request_timeout = positive("--etcd-timeout", timeout)?;
@@ -575,13 +602,47 @@ fn positive(flag: &str, duration: HumanDuration) -> anyhow::Result<Duration> {
     Ok(duration.0)
 }
 
+/// The embedded store's directory when `--data-dir` is not given:
+/// `$XDG_STATE_HOME/statemanager` when that is an absolute path (as the XDG
+/// base directory specification requires), else `./statemanager-data`.
+pub fn default_data_dir(xdg_state_home: Option<std::ffi::OsString>) -> PathBuf {
+    match xdg_state_home.map(PathBuf::from) {
+        Some(home) if home.is_absolute() => home.join("statemanager"),
+        _ => PathBuf::from("statemanager-data"),
+    }
+}
+
+impl StoreKind {
+    /// The name `--store` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            StoreKind::Etcd => "etcd",
+            StoreKind::Embedded => "embedded",
+            StoreKind::Memory => "memory",
+        }
+    }
+}
+
 /// Which store the daemon uses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StoreSettings {
-    /// The embedded in-memory store.
+    /// The embedded database in this directory.
+    Embedded(PathBuf),
+    /// In memory only (tests).
     Memory,
     /// etcd, with this client configuration.
     Etcd(Box<EtcdConfig>),
+}
+
+impl StoreSettings {
+    /// Which kind of store these settings open.
+    pub fn kind(&self) -> StoreKind {
+        match self {
+            StoreSettings::Embedded(_) => StoreKind::Embedded,
+            StoreSettings::Memory => StoreKind::Memory,
+            StoreSettings::Etcd(_) => StoreKind::Etcd,
+        }
+    }
 }
 
 /// The resolved configuration: every default applied, every combination checked.
@@ -1181,7 +1242,10 @@ mod tests {
     fn defaults_follow_the_design() {
         let settings = resolve(&[], "").unwrap();
         assert_eq!(settings.listen, "0.0.0.0:47006".parse().unwrap());
-        assert_eq!(settings.store, StoreSettings::Memory);
+        assert_eq!(
+            settings.store,
+            StoreSettings::Embedded(default_data_dir(std::env::var_os("XDG_STATE_HOME")))
+        );
         assert_eq!(settings.action_controller, "http://127.0.0.1:47001");
         assert_eq!(
             settings.engine.core.info_failure_grace,
@@ -1310,6 +1374,54 @@ mod tests {
             resolve(&["--store=memory"], "").unwrap().store,
             StoreSettings::Memory
         );
+    }
+
+    #[test]
+    fn the_embedded_store_is_the_default_and_takes_a_data_dir() {
+        let error = |args: &[&str]| resolve(args, "").unwrap_err().to_string();
+        assert_eq!(
+            resolve(&["--data-dir=/var/lib/sm"], "").unwrap().store,
+            StoreSettings::Embedded("/var/lib/sm".into())
+        );
+        assert_eq!(
+            resolve(&["--store=embedded"], "data-dir = \"/srv/sm\"")
+                .unwrap()
+                .store,
+            StoreSettings::Embedded("/srv/sm".into())
+        );
+        assert!(
+            error(&["--store=embedded", "--etcd-endpoints=http://a:2379"])
+                .contains("--store embedded conflicts with --etcd-endpoints")
+        );
+        assert!(
+            error(&["--etcd-endpoints=http://a:2379", "--data-dir=/d"])
+                .contains("--data-dir applies only to the embedded store, not --store etcd")
+        );
+        assert!(error(&["--store=memory", "--data-dir=/d"]).contains("not --store memory"));
+        assert!(
+            resolve(&[], "data-dir = \"\"")
+                .unwrap_err()
+                .to_string()
+                .contains("must not be empty")
+        );
+        assert!(error(&["--etcd-user=u"]).contains("applies only to the etcd store"));
+
+        let cases: [(Option<&str>, &str); 4] = [
+            (
+                Some("/home/u/.local/state"),
+                "/home/u/.local/state/statemanager",
+            ),
+            (Some("relative/state"), "statemanager-data"),
+            (Some(""), "statemanager-data"),
+            (None, "statemanager-data"),
+        ];
+        for (xdg, expected) in cases {
+            assert_eq!(
+                default_data_dir(xdg.map(Into::into)),
+                PathBuf::from(expected),
+                "{xdg:?}"
+            );
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use engine::Engine;
 use state_store::{MemoryStore, StateStore};
+use store_embedded::{EmbeddedConfig, EmbeddedStore};
 use store_etcd::{EtcdConfig, EtcdStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -58,6 +59,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 metrics: engine.metrics(),
                 engine: handle.clone(),
                 etcd,
+                store_kind: settings.store.kind().name(),
                 stopping: stopping.clone(),
             };
             info!("metrics on {address}");
@@ -161,10 +163,23 @@ async fn open_store(
     match settings {
         StoreSettings::Memory => {
             warn!(
-                "using the embedded in-memory store: state will not survive a restart \
-                 (give --etcd-endpoints to keep it in etcd)"
+                "using the in-memory store, meant for tests: state will not survive a restart \
+                 (leave out --store memory to keep it in the embedded store)"
             );
             Ok((Arc::new(MemoryStore::default()), None))
+        }
+        StoreSettings::Embedded(dir) => {
+            let config = EmbeddedConfig::new(dir);
+            let store = tokio::task::spawn_blocking(move || EmbeddedStore::open(config))
+                .await
+                .context("opening the embedded store")??;
+            let revision = store.revision().await?;
+            let shown = std::path::absolute(store.path()).unwrap_or_else(|_| store.path().into());
+            info!(
+                "keeping state in the embedded store {} (revision {revision})",
+                shown.display()
+            );
+            Ok((Arc::new(store), None))
         }
         StoreSettings::Etcd(config) => {
             let store = connect_etcd(config).await?;

@@ -42,8 +42,10 @@ pub struct Sources {
     pub metrics: Arc<Metrics>,
     /// The engine, for `/healthz`.
     pub engine: EngineHandle,
-    /// The etcd store, for its watch counters (none on the memory store).
+    /// The etcd store, for its watch counters (none on the other stores).
     pub etcd: Option<EtcdStore>,
+    /// The store's kind, as `--store` names it.
+    pub store_kind: &'static str,
     /// Set when the daemon starts shutting down: `/healthz` then answers 503.
     pub stopping: Arc<AtomicBool>,
 }
@@ -290,11 +292,7 @@ pub fn render(sources: &Sources) -> String {
         out,
         "statemanager_build_info{{version=\"{}\",store=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION"),
-        if sources.etcd.is_some() {
-            "etcd"
-        } else {
-            "memory"
-        }
+        sources.store_kind
     );
 
     healing(&mut out, m);
@@ -557,6 +555,7 @@ mod tests {
             metrics: engine.metrics(),
             engine: engine.handle(),
             etcd: None,
+            store_kind: "memory",
             stopping: Arc::new(AtomicBool::new(false)),
         }
     }

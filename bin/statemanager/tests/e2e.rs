@@ -737,6 +737,155 @@ async fn sigterm_shuts_the_daemon_down_with_exit_code_0_even_with_a_subscriber_c
     );
 }
 
+/// The daemon's flags for the embedded store in `dir` (no store flag: the
+/// default).
+fn embedded_args(dir: &std::path::Path, action_controller: &str) -> Vec<String> {
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &dir.display().to_string(),
+        "--action-controller",
+        action_controller,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+#[tokio::test]
+async fn with_no_store_flag_states_survive_sigterm_and_sigkill_in_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ac = ActionController::start().await;
+    let args = embedded_args(&data, &ac.url());
+
+    let daemon = Daemon::start(&args).await;
+    assert!(
+        daemon.output().contains(&format!(
+            "keeping state in the embedded store {}",
+            data.join("state.redb").display()
+        )),
+        "the start-up log says where the state lives:\n{}",
+        daemon.output()
+    );
+    assert_eq!(
+        daemon
+            .metric("statemanager_build_info{version=\"0.1.0\",store=\"embedded\"}")
+            .await,
+        1.0
+    );
+    let mut sm = daemon.client().await;
+    assert_success(
+        &send(
+            &mut sm,
+            change(SCENARIO as i32, "s", "idle", "waiting", "t-1"),
+        )
+        .await,
+    );
+    report_containers(
+        &mut sm,
+        report(
+            "n1",
+            vec![container("model-m1", podman_state("running", 0, false))],
+        ),
+    )
+    .await;
+    assert_eq!(
+        state_of(&mut sm, MODEL, "m1").await.current_state,
+        "Running"
+    );
+    assert!(daemon.sigterm().await.success());
+
+    let daemon = Daemon::start(&args).await;
+    let mut sm = daemon.client().await;
+    assert_eq!(
+        state_of(&mut sm, SCENARIO, "s").await.current_state,
+        "Waiting"
+    );
+    assert_eq!(
+        state_of(&mut sm, MODEL, "m1").await.current_state,
+        "Running"
+    );
+    // The rules hold across the restart: Waiting does not go to Completed.
+    let refused = send(
+        &mut sm,
+        change(SCENARIO as i32, "s", "waiting", "completed", "t-2"),
+    )
+    .await;
+    assert_eq!(refused.error_code, ErrorCode::InvalidStateTransition as i32);
+    assert_success(
+        &send(
+            &mut sm,
+            change(SCENARIO as i32, "s", "waiting", "satisfied", "t-3"),
+        )
+        .await,
+    );
+    daemon.kill9();
+
+    let daemon = Daemon::start(&args).await;
+    let mut sm = daemon.client().await;
+    assert_eq!(
+        state_of(&mut sm, SCENARIO, "s").await.current_state,
+        "Satisfied"
+    );
+    let history = history_of(&mut sm, SCENARIO, "s", 0, 0).await;
+    let ids: Vec<&str> = history.iter().map(|h| h.transition_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["t-1", "t-3"],
+        "both acknowledged transitions, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_second_daemon_on_the_same_data_dir_fails_at_start_up_naming_the_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let ac = ActionController::start().await;
+    let args = embedded_args(dir.path(), &ac.url());
+    let first = Daemon::start(&args).await;
+
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_statemanager"))
+        .args(&args)
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the second daemon starts");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the second daemon did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the data directory {} is in use",
+            dir.path().display()
+        )),
+        "{stderr}"
+    );
+    // The first one is unharmed.
+    let mut sm = first.client().await;
+    assert_success(
+        &send(
+            &mut sm,
+            change(SCENARIO as i32, "s", "idle", "waiting", "t-1"),
+        )
+        .await,
+    );
+}
+
 fn change(
     resource_type: i32,
     name: &str,
