@@ -86,6 +86,20 @@ pub(super) fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest,
     // default state; a resource with neither is not known
     // (`Snapshot::is_known`).
     let Some(from) = s.state_or_default(kind, name) else {
+        // Upstream's ApiServer registers a scenario by asking for its
+        // initial state, with no current state, right after writing the
+        // definition, which may not have reached us yet: the resource will
+        // have that state on creation, so nothing is left to do.
+        if claimed.is_none() && AnyState::initial(kind) == Some(target) {
+            return Cascade::new(s, now).finish(
+                format!(
+                    "{kind} '{name}' has no definition yet; it starts as '{target}' \
+                     when its definition arrives"
+                ),
+                Vec::new(),
+                None,
+            );
+        }
         return reject(
             ErrorCode::ResourceNotFound,
             format!("{kind} '{name}' is not known"),

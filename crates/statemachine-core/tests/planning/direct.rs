@@ -88,6 +88,35 @@ fn unknown_models_and_packages_are_not_found() {
     }
 }
 
+/// Upstream's ApiServer registers a scenario with an empty current state and
+/// target idle, possibly before its definition has reached us: accepted,
+/// nothing written. With a claimed current state the resource must exist.
+#[test]
+fn a_request_for_the_initial_state_with_no_current_state_is_accepted_with_nothing_to_do() {
+    let s = infotainment(CoreConfig::default());
+    for (kind, name) in [
+        (RequestKind::Scenario, "registered-just-now"),
+        (RequestKind::Package, "ghost"),
+    ] {
+        let p = plan(&s, Input::StateChange(&request(kind, name, "", "idle")), 0);
+        let message = p.outcome.clone();
+        assert!(p.outcome.is_ok(), "{kind:?} '{name}': {:?}", p.outcome);
+        assert!(changes(&p).is_empty(), "{kind:?} '{name}': nothing written");
+        assert!(
+            message.as_deref().is_ok_and(
+                |m| m.contains("nothing to do") || m.contains("when its definition arrives")
+            ),
+            "{message:?}"
+        );
+    }
+    let p = plan(
+        &s,
+        Input::StateChange(&request(RequestKind::Package, "ghost", "running", "idle")),
+        0,
+    );
+    assert_eq!(p.outcome.unwrap_err().code, ErrorCode::ResourceNotFound);
+}
+
 #[test]
 fn requests_start_from_the_default_state_of_known_resources() {
     let mut s = infotainment(CoreConfig::default());
