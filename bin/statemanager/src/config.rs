@@ -24,6 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::builder::BoolishValueParser;
 use engine::{EngineConfig, HealingConfig};
+use pullpiri_kv::{BridgeConfig, ParseValueFormatError, ValueFormat};
 use serde::Deserialize;
 use statemachine_core::healing::{
     IssueRules, IssueType, RecoveryAction, Strategy, StrategyError, StrategyTable,
@@ -247,6 +248,21 @@ pub struct Options {
     #[arg(long, env = "STATEMANAGER_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
 
+    /// Current upstream Pullpiri's RocksDbService (e.g. `http://127.0.0.1:47007`):
+    /// read definitions from it and mirror states to it [default: off].
+    #[arg(long = "pullpiri-kv", env = "ROCKSDB_SERVICE_URL", value_name = "URL")]
+    pub pullpiri_kv: Option<String>,
+
+    /// How often definitions are read from the RocksDbService [default: 1s].
+    #[arg(long, env = "STATEMANAGER_PULLPIRI_KV_POLL", value_name = "DURATION")]
+    pub pullpiri_kv_poll: Option<HumanDuration>,
+
+    /// State values written to the RocksDbService: `upstream`
+    /// (`SCENARIO_STATE_WAITING`, as upstream's StateManager writes them) or
+    /// `canonical` (`Waiting`) [default: upstream].
+    #[arg(long, env = "STATEMANAGER_PULLPIRI_KV_VALUES", value_name = "FORMAT")]
+    pub pullpiri_kv_values: Option<KvValues>,
+
     /// Self-healing: the `--recovery-*` flags and the file's `[recovery]`
     /// table (not top-level keys of the file).
     #[command(flatten)]
@@ -383,6 +399,9 @@ impl Options {
             log_format,
             shutdown_timeout,
             worker_threads,
+            pullpiri_kv,
+            pullpiri_kv_poll,
+            pullpiri_kv_values,
             recovery,
         } = self;
         Options {
@@ -416,6 +435,9 @@ impl Options {
             log_format: log_format.or(lower.log_format),
             shutdown_timeout: shutdown_timeout.or(lower.shutdown_timeout),
             worker_threads: worker_threads.or(lower.worker_threads),
+            pullpiri_kv: pullpiri_kv.or(lower.pullpiri_kv),
+            pullpiri_kv_poll: pullpiri_kv_poll.or(lower.pullpiri_kv_poll),
+            pullpiri_kv_values: pullpiri_kv_values.or(lower.pullpiri_kv_values),
             recovery: recovery.over(lower.recovery),
         }
     }
@@ -519,6 +541,39 @@ impl Options {
             }
         };
 
+        let pullpiri_kv = match self.pullpiri_kv {
+            None => {
+                if self.pullpiri_kv_poll.is_some() || self.pullpiri_kv_values.is_some() {
+                    bail!(
+                        "--pullpiri-kv-poll and --pullpiri-kv-values apply only to the \
+                         RocksDbService bridge: give --pullpiri-kv (or ROCKSDB_SERVICE_URL) too"
+                    );
+                }
+                None
+            }
+            Some(url) => {
+                let mut bridge = BridgeConfig {
+                    url,
+                    ..BridgeConfig::default()
+                };
+                if let Some(poll) = self.pullpiri_kv_poll {
+                    bridge.poll = positive("--pullpiri-kv-poll", poll)?;
+                }
+                if let Some(KvValues(values)) = self.pullpiri_kv_values {
+                    bridge.values = values;
+                }
+                let host = bridge.url.strip_prefix("http://").unwrap_or_default();
+                if host.is_empty() || host.contains(char::is_whitespace) {
+                    bail!(
+                        "--pullpiri-kv '{}' is not an http://host:port URL \
+                         (upstream's RocksDbService speaks plain HTTP/2)",
+                        bridge.url
+                    );
+                }
+                Some(bridge)
+            }
+        };
+
         let mut engine = EngineConfig {
             bookkeeping_prefix,
             ..EngineConfig::default()
@@ -591,6 +646,7 @@ impl Options {
                 Some(0) => bail!("--worker-threads must be at least 1"),
                 threads => threads,
             },
+            pullpiri_kv,
         })
     }
 }
@@ -668,6 +724,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// Runtime worker threads (`None`: one per CPU core).
     pub worker_threads: Option<usize>,
+    /// The RocksDbService bridge, when `--pullpiri-kv` is given.
+    pub pullpiri_kv: Option<BridgeConfig>,
 }
 
 /// Reads the configuration: the command line (flags and environment), then
@@ -1152,6 +1210,28 @@ impl<'de> Deserialize<'de> for ReconcileOn {
     }
 }
 
+/// `--pullpiri-kv-values`: `upstream` or `canonical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvValues(pub ValueFormat);
+
+impl FromStr for KvValues {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        text.parse()
+            .map(KvValues)
+            .map_err(|e: ParseValueFormatError| e.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for KvValues {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A password: never printed.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
@@ -1374,6 +1454,51 @@ mod tests {
             resolve(&["--store=memory"], "").unwrap().store,
             StoreSettings::Memory
         );
+    }
+
+    #[test]
+    fn the_rocksdb_service_bridge_is_off_unless_given_a_url() {
+        assert_eq!(resolve(&[], "").unwrap().pullpiri_kv, None);
+        let bridge = resolve(&["--pullpiri-kv=http://127.0.0.1:47007"], "")
+            .unwrap()
+            .pullpiri_kv
+            .expect("the bridge is on");
+        assert_eq!(bridge.url, "http://127.0.0.1:47007");
+        assert_eq!(bridge.poll, Duration::from_secs(1));
+        assert_eq!(bridge.values, ValueFormat::Upstream);
+
+        let bridge = resolve(
+            &["--pullpiri-kv-poll=250ms"],
+            "pullpiri-kv = \"http://kv:47007\"\npullpiri-kv-values = \"canonical\"",
+        )
+        .unwrap()
+        .pullpiri_kv
+        .expect("the bridge is on");
+        assert_eq!(
+            (bridge.url.as_str(), bridge.poll, bridge.values),
+            (
+                "http://kv:47007",
+                Duration::from_millis(250),
+                ValueFormat::Canonical
+            )
+        );
+
+        let error = |args: &[&str], file: &str| resolve(args, file).unwrap_err().to_string();
+        assert!(error(&["--pullpiri-kv-poll=1s"], "").contains("give --pullpiri-kv"));
+        assert!(error(&["--pullpiri-kv=kv:47007"], "").contains("not an http://host:port URL"));
+        assert!(
+            error(&["--pullpiri-kv=http://kv", "--pullpiri-kv-poll=0s"], "")
+                .contains("longer than 0s")
+        );
+        let file = parse_file("pullpiri-kv-values = \"loud\"").unwrap_err();
+        assert!(
+            format!("{file:#}").contains("'upstream' or 'canonical'"),
+            "{file:#}"
+        );
+        let refused = Cli::try_parse_from(["statemanager", "--pullpiri-kv-values=loud"])
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--pullpiri-kv-values"), "{refused}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use engine::Engine;
+use pullpiri_kv::Bridge;
 use state_store::{MemoryStore, StateStore};
 use store_embedded::{EmbeddedConfig, EmbeddedStore};
 use store_etcd::{EtcdConfig, EtcdStore};
@@ -45,12 +46,22 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         action.address()
     );
 
-    let engine = Engine::start(store, Arc::new(action), settings.engine.clone())
+    let engine = Engine::start(store.clone(), Arc::new(action), settings.engine.clone())
         .await
         .context("starting the engine: loading the states from the store failed")?;
     let handle = engine.handle();
     let stopping = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
+
+    // Started after the engine, so that the definitions it writes into the
+    // store reach the engine's watch like any other writer's.
+    let bridge = match &settings.pullpiri_kv {
+        Some(config) => Some(
+            Bridge::spawn(store, config.clone(), stop_rx.clone())
+                .context("starting the RocksDbService bridge")?,
+        ),
+        None => None,
+    };
 
     let metrics_task = match metrics_listener {
         Some(listener) => {
@@ -60,6 +71,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 engine: handle.clone(),
                 etcd,
                 store_kind: settings.store.kind().name(),
+                bridge: bridge.as_ref().map(Bridge::stats),
                 stopping: stopping.clone(),
             };
             info!("metrics on {address}");
@@ -136,6 +148,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             Err(_) => warn!("the engine did not stop within {limit:?}; leaving it"),
         },
         signal = signals.recv() => warn!("received {signal} again: not waiting for the engine"),
+    }
+    if let Some(bridge) = bridge
+        && tokio::time::timeout(limit, bridge.join()).await.is_err()
+    {
+        warn!("the RocksDbService bridge did not stop within {limit:?}");
     }
     if let Some(task) = metrics_task
         && tokio::time::timeout(Duration::from_secs(1), task)

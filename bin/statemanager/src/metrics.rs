@@ -20,6 +20,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use pullpiri_kv::{BridgeStats, BridgeStatsSnapshot};
 use statemachine_core::ResourceKind;
 use statemachine_core::alert::AlertSeverity;
 use statemachine_core::healing::{Phase, RecoveryAction};
@@ -46,6 +47,8 @@ pub struct Sources {
     pub etcd: Option<EtcdStore>,
     /// The store's kind, as `--store` names it.
     pub store_kind: &'static str,
+    /// The RocksDbService bridge's figures, when it runs.
+    pub bridge: Option<Arc<BridgeStats>>,
     /// Set when the daemon starts shutting down: `/healthz` then answers 503.
     pub stopping: Arc<AtomicBool>,
 }
@@ -296,6 +299,9 @@ pub fn render(sources: &Sources) -> String {
     );
 
     healing(&mut out, m);
+    if let Some(bridge) = &sources.bridge {
+        pullpiri_kv(&mut out, &bridge.snapshot());
+    }
 
     histogram(
         &mut out,
@@ -464,6 +470,64 @@ fn labelled(
     }
 }
 
+/// The RocksDbService bridge's figures (docs/pullpiri.md).
+fn pullpiri_kv(out: &mut String, b: &BridgeStatsSnapshot) {
+    let rows: [(&str, &str, &str, u64); 8] = [
+        (
+            "pullpiri_kv_backlog",
+            "gauge",
+            "State keys waiting to be mirrored to the RocksDbService.",
+            b.backlog,
+        ),
+        (
+            "pullpiri_kv_mirrored_keys_total",
+            "counter",
+            "State keys written to (or deleted from) the RocksDbService.",
+            b.mirrored_keys_total,
+        ),
+        (
+            "pullpiri_kv_definitions_applied_total",
+            "counter",
+            "Definitions read from the RocksDbService and written to, or deleted from, the store.",
+            b.definitions_applied_total,
+        ),
+        (
+            "pullpiri_kv_failures_total",
+            "counter",
+            "Failed attempts: calls to the RocksDbService, store operations, watches that ended with an error (each retried with back-off).",
+            b.failures_total,
+        ),
+        (
+            "pullpiri_kv_resyncs_total",
+            "counter",
+            "Full resyncs of the state keys (at start-up, after an outage, after a compacted watch or an overfull backlog).",
+            b.resyncs_total,
+        ),
+        (
+            "pullpiri_kv_last_sync_seconds",
+            "gauge",
+            "When a full resync, an emptied backlog or a definitions poll last left the RocksDbService and the store agreeing (Unix time; 0: not yet).",
+            b.last_sync_unix_seconds,
+        ),
+        (
+            "pullpiri_kv_keys_skipped_total",
+            "counter",
+            "Keys the RocksDbService would refuse (empty, over 1024 bytes, or with < > ? { }), skipped.",
+            b.keys_skipped_total,
+        ),
+        (
+            "pullpiri_kv_connected",
+            "gauge",
+            "1 while the last call to the RocksDbService got an answer (a refusal counts).",
+            u64::from(b.connected),
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        header(out, name, kind, help);
+        let _ = writeln!(out, "statemanager_{name} {value}");
+    }
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP statemanager_{name} {help}");
     let _ = writeln!(out, "# TYPE statemanager_{name} {kind}");
@@ -556,6 +620,7 @@ mod tests {
             engine: engine.handle(),
             etcd: None,
             store_kind: "memory",
+            bridge: None,
             stopping: Arc::new(AtomicBool::new(false)),
         }
     }
