@@ -15,26 +15,28 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use state_store::{Batch, KeyValue, get_all};
+use state_store::{Batch, KeyValue, StoreError, get_all};
 use tracing::{debug, info};
 
 use crate::shared::{Shared, shown};
 use crate::shutdown::Shutdown;
 use crate::{DEFINITION_PREFIXES, STORE_PAGE_SIZE, SyncError};
 
-/// Polls until shutdown: every `poll` after a good round, after a growing
-/// back-off (never shorter than `poll`) after a failed one.
+/// Polls until shutdown: every `poll` after a round that succeeded or met a
+/// concurrent writer, after a growing back-off (never shorter than `poll`)
+/// after a failed one.
 pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
     let mut backoff = shared.backoff();
     loop {
-        let Some(ok) = shutdown.run(poll(&shared)).await else {
+        let Some(round) = shutdown.run(poll(&shared)).await else {
             return;
         };
-        let delay = if ok {
-            backoff.reset();
-            shared.config.poll
-        } else {
-            backoff.next_delay().max(shared.config.poll)
+        let delay = match round {
+            Round::Synced | Round::Conflict => {
+                backoff.reset();
+                shared.config.poll
+            }
+            Round::Failed => backoff.next_delay().max(shared.config.poll),
         };
         if shutdown.sleep(delay).await {
             return;
@@ -42,21 +44,34 @@ pub(crate) async fn run(shared: Arc<Shared>, mut shutdown: Shutdown) {
     }
 }
 
-/// One round over every prefix; `true` when each was read and applied. A
-/// failure ends the round: the next prefix would most likely fail alike.
-async fn poll(shared: &Shared) -> bool {
+/// How a round over the definition prefixes ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Round {
+    /// Every prefix was read and applied.
+    Synced,
+    /// A key changed in our store while the round wrote it (a guard did not
+    /// hold); the next poll plans again. Nothing failed.
+    Conflict,
+    /// The service or our store failed.
+    Failed,
+}
+
+/// One round over every prefix. A failure ends the round: the next prefix
+/// would most likely fail alike.
+async fn poll(shared: &Shared) -> Round {
     for prefix in DEFINITION_PREFIXES {
         match sync_prefix(shared, prefix).await {
             Ok(()) => {}
+            Err(SyncError::Store(StoreError::GuardFailed { .. })) => return Round::Conflict,
             Err(error) => {
                 // The failure is already counted and logged where it happened.
                 debug!("definitions under '{prefix}' not synced this round: {error}");
-                return false;
+                return Round::Failed;
             }
         }
     }
     shared.stats.synced_now();
-    true
+    Round::Synced
 }
 
 /// Reads `prefix` on both sides and applies the difference to our store.

@@ -226,3 +226,24 @@ async fn definitions_can_be_left_out() {
     );
     fx.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_service_wins_over_a_definition_changed_in_our_store() {
+    let mut fx = Fixture::start().await;
+    let store = fx.store.clone();
+    fx.double.put("Package/p", PACKAGE);
+    eventually("the package is in our store", || async {
+        read(&store, "Package/p").await.as_deref() == Some(PACKAGE)
+    })
+    .await;
+
+    fx.put("Package/p", "kind: Package # written around the service")
+        .await;
+    fx.put("Package/local", "kind: Package").await;
+    eventually("the service's package is back and ours is gone", || async {
+        read(&store, "Package/p").await.as_deref() == Some(PACKAGE)
+            && read(&store, "Package/local").await.is_none()
+    })
+    .await;
+    fx.shutdown().await;
+}
