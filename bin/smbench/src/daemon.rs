@@ -1,4 +1,5 @@
-//! The daemon under test as a child process: spawned with loopback ports,
+//! The daemon under test as a child process: spawned with loopback ports on
+//! etcd or on the embedded store in a data directory of its own,
 //! its stderr copied to a log file by a thread that also notes when the
 //! `metrics on ADDR` and `listening on ADDR` lines appear, stopped with
 //! SIGTERM (then SIGKILL) at the end, or killed outright by the crash drill.
@@ -12,13 +13,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// Where the daemon keeps its states.
+#[derive(Debug, Clone)]
+pub enum DaemonStore {
+    /// etcd at this client URL (`--etcd-endpoints URL`).
+    Etcd(String),
+    /// The embedded store in this data directory (`--store embedded --data-dir DIR`).
+    Embedded(PathBuf),
+}
+
 /// How to start the daemon.
 #[derive(Debug, Clone)]
 pub struct DaemonSpec {
     /// The `statemanager` binary.
     pub bin: PathBuf,
-    /// etcd client URL.
-    pub etcd: String,
+    /// Where it keeps its states.
+    pub store: DaemonStore,
     /// ActionController URL (the in-process double).
     pub action_controller: String,
     /// gRPC listen address (`127.0.0.1:0` unless a fixed port is needed).
@@ -62,14 +72,22 @@ impl Daemon {
     pub fn spawn(spec: &DaemonSpec) -> Result<Daemon> {
         let log = std::fs::File::create(&spec.log_path)
             .with_context(|| format!("creating {}", spec.log_path.display()))?;
-        let spawned = Instant::now();
-        let mut child = Command::new(&spec.bin)
+        let mut command = Command::new(&spec.bin);
+        command
             .arg("--listen")
             .arg(&spec.listen)
             .arg("--metrics-listen")
-            .arg("127.0.0.1:0")
-            .arg("--etcd-endpoints")
-            .arg(&spec.etcd)
+            .arg("127.0.0.1:0");
+        match &spec.store {
+            DaemonStore::Etcd(url) => command.arg("--etcd-endpoints").arg(url),
+            DaemonStore::Embedded(dir) => command
+                .arg("--store")
+                .arg("embedded")
+                .arg("--data-dir")
+                .arg(dir),
+        };
+        let spawned = Instant::now();
+        let mut child = command
             .arg("--action-controller")
             .arg(&spec.action_controller)
             .args(&spec.extra_args)

@@ -7,6 +7,7 @@
 //! target/release/smbench w1            # P1 (c=64) and P2 (c=1)
 //! target/release/smbench w2            # P3: cascades, report -> durable
 //! target/release/smbench w3            # P4: quiet reports, zero etcd writes
+//! target/release/smbench w1 --store etcd,embedded   # W1 on etcd, then on the embedded store
 //! target/release/smbench memory        # P6: RSS with 10k models, 20k containers
 //! target/release/smbench startup       # P7: ready with >= 100k state keys
 //! target/release/smbench crash         # drill (R1, issue 17): kill -9 mid-cascade, no reconcile lost
@@ -37,6 +38,20 @@
 //! median of every figure is printed; the baseline runs first in odd runs and
 //! after the workload in even runs. `--json FILE` writes every figure.
 //!
+//! `--store embedded` runs the daemon on the embedded store instead (its
+//! `--store embedded --data-dir` a fresh directory per run); a fresh etcd is
+//! still started for the raw baseline the ratios compare against, but
+//! nothing is verified through it: W1 is verified over the daemon's gRPC API
+//! (ListResourcesByState, GetResourceStateHistory of every scenario), W3's
+//! definitions are written into the data directory before the daemon opens
+//! it, its "no write" check reads the daemon's `statemanager_commits_total`
+//! from `/metrics`, and its final states are checked over gRPC and in the
+//! store file once the daemon has stopped. `--store etcd,embedded` runs each
+//! workload on each store in turn, labelled `W1 c=64 [etcd]`, `W1 c=64
+//! [embedded]`. Only W1 and W3 take the embedded store; W2, memory, startup,
+//! crash and outage need etcd and refuse it (`all` runs them on etcd when it
+//! is listed).
+//!
 //! `--etcd URL` / `--daemon URL` use already-running ones instead; then a
 //! fresh etcd per run is the caller's job, reconcile counts are not checked
 //! and `memory`/`startup` (which need their own daemon process) refuse to run,
@@ -48,12 +63,14 @@ mod context;
 mod cpu;
 mod crash;
 mod daemon;
+mod embedded;
 mod kv;
 mod memory;
 mod outage;
 mod raw;
 mod report;
 mod rules;
+mod scrape;
 mod setup;
 mod startup;
 mod stats;
@@ -72,7 +89,7 @@ use serde_json::json;
 
 use crate::context::MachineContext;
 use crate::report::{RunResult, WorkloadSummary};
-use crate::setup::Common;
+use crate::setup::{Common, Store};
 
 /// Load generator for the StateManager daemon (QUALITY-BAR workloads W1, W2, W3, memory, start-up, and the crash and outage drills).
 ///
@@ -87,6 +104,8 @@ use crate::setup::Common;
     after_help = "Examples:\n  \
     cargo build --release -p statemanager -p smbench && target/release/smbench all --runs 3\n  \
     target/release/smbench w1 --runs 3 --json w1.json\n  \
+    target/release/smbench w1 --store etcd,embedded\n  \
+    target/release/smbench w3 --store etcd,embedded\n  \
     target/release/smbench w2 --rounds 100 --flip-fraction 0.25\n  \
     target/release/smbench w3 --w3-concurrency 4,16 --reports 8000\n  \
     target/release/smbench memory\n  \
@@ -112,9 +131,24 @@ struct Cli {
     etcd: Option<String>,
     /// Use this running daemon (`http://host:port`, configured with the same
     /// etcd) instead of spawning one. Reconcile counts are then not checked;
-    /// `memory`, `startup`, `crash` and `outage` refuse to run.
+    /// `memory`, `startup`, `crash` and `outage` refuse to run, and so does
+    /// `--store embedded`.
     #[arg(long, global = true)]
     daemon: Option<String>,
+    /// Where the daemon keeps its states: `etcd` (the run's fresh etcd), or
+    /// `embedded` (`--store embedded --data-dir`, a fresh directory per run;
+    /// etcd then serves only the raw baseline, results are verified over
+    /// gRPC and /metrics). A list (`etcd,embedded`) runs each workload on each
+    /// store in turn. W1 and W3 only: W2, memory, startup, crash and outage
+    /// need etcd.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "etcd"
+    )]
+    store: Vec<Store>,
     /// Seed of the W2/W3/memory/startup state draws and of crash's kill delays.
     #[arg(long, global = true, default_value_t = 42)]
     seed: u64,
@@ -176,7 +210,7 @@ enum Workloads {
     W1,
     /// W2 cascades (P3): rounds of full node reports, each waited until durable in etcd.
     W2,
-    /// W3 quiet reports (P4): unchanged reports, zero etcd writes.
+    /// W3 quiet reports (P4): unchanged reports, zero etcd writes (on the embedded store: zero store commits).
     W3,
     /// Memory (P6): RSS with 2.5k packages, 10k models, 20k containers on 20 nodes.
     Memory,
@@ -188,6 +222,75 @@ enum Workloads {
     /// Drill (R2), not part of `all`: etcd stopped (SIGSTOP) for `--freeze`
     /// under load; every answer within its deadline and true to what etcd holds.
     Outage,
+}
+
+impl Workloads {
+    /// The subcommand's name.
+    fn name(self) -> &'static str {
+        match self {
+            Workloads::All => "all",
+            Workloads::W1 => "w1",
+            Workloads::W2 => "w2",
+            Workloads::W3 => "w3",
+            Workloads::Memory => "memory",
+            Workloads::Startup => "startup",
+            Workloads::Crash => "crash",
+            Workloads::Outage => "outage",
+        }
+    }
+
+    /// Why a workload cannot run on the embedded store (`None`: it can).
+    fn needs_etcd(self) -> Option<&'static str> {
+        match self {
+            Workloads::All | Workloads::W1 | Workloads::W3 => None,
+            Workloads::W2 => Some(
+                "it times each report until durable with an etcd watch and checks every key in etcd",
+            ),
+            Workloads::Memory => {
+                Some("it applies W2's rounds, timed and checked with an etcd watch")
+            }
+            Workloads::Startup => {
+                Some("it writes 100k state keys to etcd and checks that start-up writes none")
+            }
+            Workloads::Crash => Some(
+                "it restarts the daemon on the same etcd and checks states, outbox and reconciles in etcd",
+            ),
+            Workloads::Outage => Some("it freezes the daemon's etcd under load"),
+        }
+    }
+}
+
+/// The stores `--store` lists, each once, checked against the workload.
+fn stores(cli: &Cli) -> Result<Vec<Store>> {
+    let mut stores: Vec<Store> = Vec::new();
+    for &store in &cli.store {
+        if !stores.contains(&store) {
+            stores.push(store);
+        }
+    }
+    if stores.is_empty() {
+        stores.push(Store::Etcd);
+    }
+    if !stores.contains(&Store::Embedded) {
+        return Ok(stores);
+    }
+    if cli.daemon.is_some() {
+        bail!(
+            "--store embedded spawns its own daemon on a fresh data directory: it cannot be combined with --daemon"
+        );
+    }
+    if let Some(why) = cli.command.needs_etcd() {
+        bail!(
+            "smbench {}: --store embedded is not supported ({why}); only w1 and w3 run on the embedded store",
+            cli.command.name()
+        );
+    }
+    if cli.command == Workloads::All && !stores.contains(&Store::Etcd) {
+        bail!(
+            "smbench all --store embedded: w2, memory and startup need etcd; give --store etcd,embedded to run them on etcd and w1 and w3 on both"
+        );
+    }
+    Ok(stores)
 }
 
 fn daemon_bin(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -227,6 +330,7 @@ where
 }
 
 async fn run(cli: Cli) -> Result<bool> {
+    let stores = stores(&cli)?;
     let runs = cli
         .runs
         .unwrap_or(if cli.command == Workloads::All { 3 } else { 1 })
@@ -247,7 +351,12 @@ async fn run(cli: Cli) -> Result<bool> {
         workdir: workdir.clone(),
         seed: cli.seed,
         session: format!("{:x}", stamp.as_millis() % 0xff_ffff),
+        store: Store::Etcd,
+        label_store: stores != [Store::Etcd],
     };
+    // W2, memory, startup, crash and outage run on etcd only (`stores` refused
+    // them when etcd is not listed).
+    let etcd = common.on(Store::Etcd);
     if common.daemon.is_none() && !common.daemon_bin.exists() {
         bail!(
             "daemon binary {} not found: cargo build --release -p statemanager, or pass --daemon-bin",
@@ -260,18 +369,28 @@ async fn run(cli: Cli) -> Result<bool> {
         "runs per workload: {runs}; daemon logs in {}",
         workdir.display()
     );
+    if common.label_store {
+        let names: Vec<&str> = stores.iter().map(|s| s.name()).collect();
+        println!(
+            "stores: {} (raw baselines always on the run's etcd)",
+            names.join(", ")
+        );
+    }
 
     let all = cli.command == Workloads::All;
     let mut summaries = Vec::new();
     if all || cli.command == Workloads::W1 {
         for &c in &cli.w1_concurrency {
             let scenarios = cli.scenarios.unwrap_or_else(|| w1::default_scenarios(c));
-            let label = format!("W1 c={c}");
-            println!("\n{label}: {scenarios} scenarios x 4 transitions, concurrency {c}");
-            repeat(&mut summaries, &label, runs, |run| {
-                w1::run(&common, run, c, scenarios)
-            })
-            .await;
+            for &store in &stores {
+                let common = common.on(store);
+                let label = common.label(&format!("W1 c={c}"));
+                println!("\n{label}: {scenarios} scenarios x 4 transitions, concurrency {c}");
+                repeat(&mut summaries, &label, runs, |run| {
+                    w1::run(&common, run, c, scenarios)
+                })
+                .await;
+            }
         }
     }
 
@@ -284,22 +403,25 @@ async fn run(cli: Cli) -> Result<bool> {
             "\nW2: 100 packages x 4 models x 2 containers on 4 nodes, {} rounds, flip fraction {}",
             options.rounds, options.flip
         );
-        repeat(&mut summaries, "W2 cascades", runs, |run| {
-            w2::run_w2(&common, run, options)
+        repeat(&mut summaries, &etcd.label("W2 cascades"), runs, |run| {
+            w2::run_w2(&etcd, run, options)
         })
         .await;
     }
     if all || cli.command == Workloads::W3 {
         for &c in &cli.w3_concurrency {
-            let label = format!("W3 quiet c={c}");
-            println!(
-                "\n{label}: {} unchanged 200-container reports, concurrency {c}",
-                cli.reports
-            );
-            repeat(&mut summaries, &label, runs, |run| {
-                w2::run_w3(&common, run, c, cli.reports)
-            })
-            .await;
+            for &store in &stores {
+                let common = common.on(store);
+                let label = common.label(&format!("W3 quiet c={c}"));
+                println!(
+                    "\n{label}: {} unchanged 200-container reports, concurrency {c}",
+                    cli.reports
+                );
+                repeat(&mut summaries, &label, runs, |run| {
+                    w2::run_w3(&common, run, c, cli.reports)
+                })
+                .await;
+            }
         }
     }
     if all || cli.command == Workloads::Memory {
@@ -307,8 +429,8 @@ async fn run(cli: Cli) -> Result<bool> {
             "\nmemory: 2500 packages x 4 models x 2 containers on 20 nodes, 1 + {} rounds",
             cli.memory_rounds
         );
-        repeat(&mut summaries, "memory (P6)", runs, |run| {
-            memory::run(&common, run, cli.flip_fraction, cli.memory_rounds)
+        repeat(&mut summaries, &etcd.label("memory (P6)"), runs, |run| {
+            memory::run(&etcd, run, cli.flip_fraction, cli.memory_rounds)
         })
         .await;
     }
@@ -317,8 +439,8 @@ async fn run(cli: Cli) -> Result<bool> {
             "\nstartup: {} packages (14 state keys each) in etcd",
             cli.startup_packages
         );
-        repeat(&mut summaries, "startup (P7)", runs, |run| {
-            startup::run(&common, run, cli.startup_packages)
+        repeat(&mut summaries, &etcd.label("startup (P7)"), runs, |run| {
+            startup::run(&etcd, run, cli.startup_packages)
         })
         .await;
     }
@@ -333,7 +455,7 @@ async fn run(cli: Cli) -> Result<bool> {
             options.kills, options.flip, cli.seed
         );
         repeat(&mut summaries, "crash (kill -9)", runs, |run| {
-            crash::run(&common, run, options)
+            crash::run(&etcd, run, options)
         })
         .await;
     }
@@ -344,7 +466,7 @@ async fn run(cli: Cli) -> Result<bool> {
             options.freeze
         );
         repeat(&mut summaries, "outage (etcd frozen)", runs, |run| {
-            outage::run(&common, run, options)
+            outage::run(&etcd, run, options)
         })
         .await;
     }
@@ -359,6 +481,7 @@ async fn run(cli: Cli) -> Result<bool> {
         let doc = json!({
             "machine": machine.to_json(),
             "runs": runs,
+            "stores": stores.iter().map(|s| s.name()).collect::<Vec<_>>(),
             "passed": passed,
             "workloads": summaries.iter().map(WorkloadSummary::to_json).collect::<Vec<_>>(),
         });
@@ -402,5 +525,41 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("ten").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    fn stores_of(args: &[&str]) -> Result<Vec<Store>> {
+        let cli = Cli::try_parse_from(std::iter::once("smbench").chain(args.iter().copied()))?;
+        stores(&cli)
+    }
+
+    #[test]
+    fn store_list_defaults_to_etcd_and_keeps_the_given_order() {
+        assert_eq!(stores_of(&["w1"]).ok(), Some(vec![Store::Etcd]));
+        assert_eq!(
+            stores_of(&["w3", "--store", "embedded,etcd,embedded"]).ok(),
+            Some(vec![Store::Embedded, Store::Etcd])
+        );
+        assert_eq!(
+            stores_of(&["all", "--store", "etcd,embedded"]).ok(),
+            Some(vec![Store::Etcd, Store::Embedded])
+        );
+        assert!(stores_of(&["w1", "--store", "rocksdb"]).is_err());
+    }
+
+    #[test]
+    fn workloads_that_need_etcd_refuse_the_embedded_store_by_name() {
+        for workload in ["w2", "memory", "startup", "crash", "outage"] {
+            let refused = stores_of(&[workload, "--store", "etcd,embedded"])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                refused.contains(&format!("smbench {workload}:")),
+                "{workload}: {refused}"
+            );
+        }
+        assert!(stores_of(&["all", "--store", "embedded"]).is_err());
+        assert!(stores_of(&["w1", "--store", "embedded", "--daemon", "http://x:1"]).is_err());
+        assert!(stores_of(&["w2", "--store", "etcd"]).is_ok());
     }
 }

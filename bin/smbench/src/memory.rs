@@ -29,7 +29,7 @@ pub async fn run(common: &Common, run: usize, flip: f64, flip_rounds: usize) -> 
         bail!("memory needs a daemon process of its own: run it without --daemon");
     }
     let topo = TOPOLOGY;
-    let mut result = RunResult::new("memory (P6)");
+    let mut result = RunResult::new(common.label("memory (P6)"));
     let mut env = Env::start(common).await?;
     env.start_daemon(&format!("memory-r{run}")).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -1,7 +1,10 @@
 //! What one measurement runs against: a fresh etcd (or `--etcd`), the
-//! ActionController double, the daemon as a child process (or `--daemon`),
-//! one etcd client and one gRPC channel shared by every task.
+//! ActionController double, the daemon as a child process (or `--daemon`)
+//! on that etcd or on the embedded store in a fresh data directory
+//! (`--store embedded`), one etcd client and one gRPC channel shared by every
+//! task.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -11,11 +14,32 @@ use tonic::transport::{Channel, Endpoint};
 use transport_grpc::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
 use transport_grpc::testing::ActionControllerDouble;
 
-use crate::daemon::{Daemon, DaemonSpec};
+use crate::daemon::{Daemon, DaemonSpec, DaemonStore};
 use crate::kv;
 
 /// The generated StateManager client over the shared channel.
 pub type Sm = StateManagerConnectionClient<Channel>;
+
+/// Where the spawned daemon keeps its states (`--store`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Store {
+    /// The run's etcd (`--etcd-endpoints`); results verified by reading etcd.
+    Etcd,
+    /// The embedded store in a fresh data directory per run (`--store
+    /// embedded --data-dir`); etcd serves only the raw baseline, results are
+    /// verified over the daemon's gRPC API and `/metrics`.
+    Embedded,
+}
+
+impl Store {
+    /// The name `--store` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Etcd => "etcd",
+            Store::Embedded => "embedded",
+        }
+    }
+}
 
 /// Options common to every workload.
 #[derive(Debug, Clone)]
@@ -32,6 +56,38 @@ pub struct Common {
     pub seed: u64,
     /// A tag unique to this invocation (keeps names apart on a reused etcd).
     pub session: String,
+    /// Where the spawned daemon keeps its states.
+    pub store: Store,
+    /// Whether workload labels name the store (`W1 c=64 [embedded]`): when
+    /// `--store` names any other than etcd alone.
+    pub label_store: bool,
+}
+
+impl Common {
+    /// These options with the daemon on `store`.
+    pub fn on(&self, store: Store) -> Common {
+        Common {
+            store,
+            ..self.clone()
+        }
+    }
+
+    /// `workload`'s label, with the store when [`label_store`](Self::label_store).
+    pub fn label(&self, workload: &str) -> String {
+        if self.label_store {
+            format!("{workload} [{}]", self.store.name())
+        } else {
+            workload.to_owned()
+        }
+    }
+
+    /// A daemon's file label (log, data directory) for this store.
+    pub fn file_label(&self, base: &str) -> String {
+        match self.store {
+            Store::Etcd => base.to_owned(),
+            Store::Embedded => format!("{base}-embedded"),
+        }
+    }
 }
 
 /// One measurement's etcd, ActionController double, daemon and clients.
@@ -117,11 +173,26 @@ impl Env {
         self.common.daemon.is_none()
     }
 
+    /// `true` when the daemon keeps its states in the embedded store.
+    pub fn embedded(&self) -> bool {
+        self.common.store == Store::Embedded
+    }
+
+    /// The embedded store's data directory of the daemon labelled `label`
+    /// (fresh: the label names the workload, concurrency and run).
+    pub fn data_dir(&self, label: &str) -> PathBuf {
+        self.common.workdir.join(format!("{label}.data"))
+    }
+
     /// The spec of a daemon for this environment, listening on `listen`.
     pub fn spec(&self, label: &str, listen: &str) -> DaemonSpec {
+        let store = match self.common.store {
+            Store::Etcd => DaemonStore::Etcd(self.etcd_url.clone()),
+            Store::Embedded => DaemonStore::Embedded(self.data_dir(label)),
+        };
         DaemonSpec {
             bin: self.common.daemon_bin.clone(),
-            etcd: self.etcd_url.clone(),
+            store,
             action_controller: self.ac.url(),
             listen: listen.to_owned(),
             log_path: self.common.workdir.join(format!("{label}.log")),
@@ -166,6 +237,27 @@ impl Env {
         match &self.sm {
             Some(sm) => Ok(sm.clone()),
             None => bail!("the daemon is not started"),
+        }
+    }
+
+    /// The spawned daemon's `/metrics` address (from its `metrics on` line).
+    pub fn metrics_addr(&self) -> Result<SocketAddr> {
+        match &self.daemon {
+            Some(Daemon {
+                metrics: Some(addr),
+                ..
+            }) => Ok(*addr),
+            Some(_) => bail!("the daemon did not log its metrics address"),
+            None => bail!("the daemon was not spawned by smbench: its /metrics address is unknown"),
+        }
+    }
+
+    /// Stops the spawned daemon (SIGTERM, graceful) and waits for it to exit.
+    pub fn stop_daemon(&mut self) {
+        self.sm = None;
+        self.channel = None;
+        if let Some(d) = &mut self.daemon {
+            d.stop();
         }
     }
 

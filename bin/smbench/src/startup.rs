@@ -84,7 +84,7 @@ pub async fn run(common: &Common, run: usize, packages: usize) -> Result<RunResu
         packages,
         nodes: packages / PER_NODE,
     };
-    let mut result = RunResult::new("startup (P7)");
+    let mut result = RunResult::new(common.label("startup (P7)"));
     let env = Env::start(common).await?;
     let mut rng = SplitMix64::new(common.seed ^ 0x7374 ^ run as u64);
     let round = topo.draw_rounds(1, 0.0, &mut rng).remove(0);

@@ -1,7 +1,8 @@
 //! W1 scenario lifecycles (P1 at concurrency 64, P2 at concurrency 1): S
 //! distinct scenarios, each Idle -> Waiting -> Satisfied -> Allowed ->
 //! Completed by `SendStateChange`, C client tasks pulling scenario indexes
-//! from a shared counter. Verified afterwards by reading etcd.
+//! from a shared counter. Verified afterwards by reading etcd, or on the
+//! embedded store (`--store embedded`) over the daemon's gRPC API.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,11 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use futures::StreamExt;
 use transport_grpc::proto::statemanager as sm;
 
 use crate::baseline;
 use crate::kv;
 use crate::report::{Bound, RunResult};
+use crate::scrape::CommitCounters;
 use crate::setup::{Common, Env};
 use crate::stats::Latencies;
 
@@ -114,6 +117,9 @@ async fn drive(env: &Env, prefix: &str, scenarios: usize, concurrency: usize) ->
     Ok(outcome)
 }
 
+/// History reads in flight while verifying over gRPC.
+const HISTORY_READS_IN_FLIGHT: usize = 16;
+
 /// Every scenario `{prefix}-{i}` reads `Completed` and has exactly 4 history records.
 async fn verify(env: &Env, prefix: &str, scenarios: usize, result: &mut RunResult) -> Result<()> {
     let states: HashMap<String, String> = kv::read_prefix(&env.kv, "/scenario/", false)
@@ -164,22 +170,133 @@ async fn verify(env: &Env, prefix: &str, scenarios: usize, result: &mut RunResul
     Ok(())
 }
 
-/// One run of W1 at `concurrency` with `scenarios` scenarios, against a fresh etcd and daemon.
+/// Over the daemon's gRPC API: ListResourcesByState lists every scenario
+/// `{prefix}-{i}` as `Completed`, and GetResourceStateHistory gives each
+/// exactly 4 records, Waiting, Satisfied, Allowed, Completed.
+async fn verify_over_grpc(
+    env: &Env,
+    prefix: &str,
+    scenarios: usize,
+    result: &mut RunResult,
+) -> Result<()> {
+    let mut client = env.sm()?;
+    let listed = client
+        .list_resources_by_state(sm::ListResourcesByStateRequest {
+            resource_type: sm::ResourceType::Scenario as i32,
+            state: "Completed".into(),
+            label_selector: HashMap::new(),
+            limit: 0,
+        })
+        .await
+        .context("ListResourcesByState")?
+        .into_inner();
+    if !listed.success {
+        result.fail(format!("ListResourcesByState failed: {}", listed.message));
+        return Ok(());
+    }
+    let completed: std::collections::HashSet<String> = listed
+        .resources
+        .into_iter()
+        .map(|r| r.resource_name)
+        .collect();
+    let not_completed: Vec<String> = (0..scenarios)
+        .map(|i| format!("{prefix}-{i}"))
+        .filter(|name| !completed.contains(name))
+        .collect();
+    if !not_completed.is_empty() {
+        let mut examples = Vec::new();
+        for name in not_completed.iter().take(5) {
+            let state = client
+                .get_resource_state(sm::ResourceStateRequest {
+                    resource_type: sm::ResourceType::Scenario as i32,
+                    resource_name: name.clone(),
+                })
+                .await
+                .map(|a| {
+                    let a = a.into_inner();
+                    match a.resource_state {
+                        Some(s) if a.success => s.current_state,
+                        _ => format!("<{}>", a.message),
+                    }
+                })
+                .unwrap_or_else(|status| format!("<gRPC {status}>"));
+            examples.push(format!("{name}={state}"));
+        }
+        result.fail(format!(
+            "{} of {scenarios} scenarios not listed Completed by the daemon, e.g. {}",
+            not_completed.len(),
+            examples.join(", ")
+        ));
+    }
+    let wrong_history: Vec<String> = futures::stream::iter(0..scenarios)
+        .map(|i| {
+            let mut client = client.clone();
+            let name = format!("{prefix}-{i}");
+            async move {
+                let answer = client
+                    .get_resource_state_history(sm::ResourceStateHistoryRequest {
+                        resource_type: sm::ResourceType::Scenario as i32,
+                        resource_name: name.clone(),
+                        start_time_ns: 0,
+                        end_time_ns: 0,
+                        limit: 0,
+                    })
+                    .await;
+                let problem = match answer {
+                    Err(status) => Some(format!("gRPC {status}")),
+                    Ok(a) => {
+                        let a = a.into_inner();
+                        let targets: Vec<&str> =
+                            a.history.iter().map(|h| h.to_state.as_str()).collect();
+                        let as_expected = targets.len() == STEPS.len()
+                            && targets
+                                .iter()
+                                .zip(STEPS)
+                                .all(|(got, (_, want, _))| got.eq_ignore_ascii_case(want));
+                        if !a.success {
+                            Some(a.message)
+                        } else if as_expected {
+                            None
+                        } else {
+                            Some(format!("{} records to {targets:?}", targets.len()))
+                        }
+                    }
+                };
+                problem.map(|p| format!("{name}: {p}"))
+            }
+        })
+        .buffer_unordered(HISTORY_READS_IN_FLIGHT)
+        .filter_map(|problem| async move { problem })
+        .collect()
+        .await;
+    if !wrong_history.is_empty() {
+        result.fail(format!(
+            "{} of {scenarios} scenarios without exactly 4 history records Waiting, Satisfied, Allowed, Completed (GetResourceStateHistory), e.g. {}",
+            wrong_history.len(),
+            wrong_history[..wrong_history.len().min(5)].join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// One run of W1 at `concurrency` with `scenarios` scenarios, against a
+/// fresh etcd (the baseline's, and the daemon's unless on the embedded store)
+/// and daemon.
 pub async fn run(
     common: &Common,
     run: usize,
     concurrency: usize,
     scenarios: usize,
 ) -> Result<RunResult> {
-    let label = format!("W1 c={concurrency}");
-    let mut result = RunResult::new(&label);
+    let mut result = RunResult::new(common.label(&format!("W1 c={concurrency}")));
     let mut env = Env::start(common).await?;
-    env.start_daemon(&format!("w1-c{concurrency}-r{run}"))
+    env.start_daemon(&common.file_label(&format!("w1-c{concurrency}-r{run}")))
         .await?;
     let prefix = format!("w1-{}-r{run}-c{concurrency}", common.session);
     let transitions = scenarios * STEPS.len();
     let clock = env.cpu_clock();
-    let ((outcome, cpu), baselines) = baseline::alternate(
+    let metrics = env.daemon.as_ref().and_then(|d| d.metrics);
+    let ((outcome, cpu, commits), baselines) = baseline::alternate(
         run,
         baseline::measure(
             &env.kv,
@@ -189,10 +306,12 @@ pub async fn run(
             &clock,
         ),
         || async {
+            let before = CommitCounters::read(metrics).await;
             let (outcome, cpu) = clock
                 .measure(drive(&env, &prefix, scenarios, concurrency))
                 .await;
-            Ok((outcome?, cpu))
+            let after = CommitCounters::read(metrics).await;
+            Ok((outcome?, cpu, before.zip(after)))
         },
     )
     .await?;
@@ -226,6 +345,9 @@ pub async fn run(
         result.fig("ratio_p50_vs_raw_p50", "x", p50 / raw);
     }
     baselines.add_cpu_to(&mut result, &cpu, "transition", transitions);
+    if let Some((before, after)) = commits {
+        after.add_since(&before, &mut result, "transition", transitions);
+    }
     if outcome.failures > 0 {
         result.fail(format!(
             "{} answers were not ERROR_CODE_SUCCESS, first: {}; {}",
@@ -234,7 +356,11 @@ pub async fn run(
             env.log_hint()
         ));
     }
-    verify(&env, &prefix, scenarios, &mut result).await?;
+    if env.embedded() {
+        verify_over_grpc(&env, &prefix, scenarios, &mut result).await?;
+    } else {
+        verify(&env, &prefix, scenarios, &mut result).await?;
+    }
     if !result.failures.is_empty() {
         result.note(env.log_hint());
     }

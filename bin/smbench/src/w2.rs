@@ -1,5 +1,6 @@
 //! W2 cascades (P3) and W3 quiet reports (P4) on W2's topology: 100
 //! packages x 4 models x 2 containers on 4 nodes, 200 containers per report.
+//! W3 also runs on the embedded store (`--store embedded`); W2 needs etcd.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,6 +10,7 @@ use anyhow::{Context, Result};
 
 use crate::baseline;
 use crate::cascade::{self, Plan};
+use crate::embedded;
 use crate::kv;
 use crate::report::{Bound, RunResult};
 use crate::setup::Common;
@@ -37,7 +39,7 @@ pub struct W2Options {
 /// One run of W2.
 pub async fn run_w2(common: &Common, run: usize, options: W2Options) -> Result<RunResult> {
     let topo = TOPOLOGY;
-    let mut result = RunResult::new("W2 cascades");
+    let mut result = RunResult::new(common.label("W2 cascades"));
     let mut env = Env::start(common).await?;
     let tracker = cascade::prepare(&mut env, topo, &format!("w2-r{run}"), true).await?;
     let initial = cascade::package_states(&tracker, topo).await?;
@@ -111,7 +113,9 @@ pub async fn run_w2(common: &Common, run: usize, options: W2Options) -> Result<R
 }
 
 /// One run of W3 at `concurrency`: W2's first round applied and durable,
-/// then `reports` copies of the nodes' last reports; etcd must see no write.
+/// then `reports` copies of the nodes' last reports; the store must see no
+/// write (etcd's revision, or on the embedded store the daemon's
+/// `statemanager_commits_total`).
 pub async fn run_w3(
     common: &Common,
     run: usize,
@@ -119,16 +123,24 @@ pub async fn run_w3(
     reports: usize,
 ) -> Result<RunResult> {
     let topo = TOPOLOGY;
-    let mut result = RunResult::new(format!("W3 quiet c={concurrency}"));
+    let mut result = RunResult::new(common.label(&format!("W3 quiet c={concurrency}")));
     let mut env = Env::start(common).await?;
-    let tracker =
-        cascade::prepare(&mut env, topo, &format!("w3-c{concurrency}-r{run}"), true).await?;
-    let initial = cascade::package_states(&tracker, topo).await?;
+    let label = common.file_label(&format!("w3-c{concurrency}-r{run}"));
     let mut rng = SplitMix64::new(common.seed ^ (run as u64).wrapping_mul(0x9E37));
     let rounds = topo.draw_rounds(1, 0.0, &mut rng);
-    let entries = topo.error_entries(&initial, &rounds);
-    cascade::run_rounds(&env, &tracker, Plan::new(topo, &rounds)).await?;
-    cascade::wait_quiet(&env, entries.iter().sum()).await?;
+    if env.embedded() {
+        embedded::prepare(&mut env, topo, &label).await?;
+        let initial = embedded::package_states(&env, topo).await?;
+        let entries = topo.error_entries(&initial, &rounds);
+        embedded::apply_round(&env, topo, &rounds[0]).await?;
+        embedded::wait_quiet(&env, entries.iter().sum()).await?;
+    } else {
+        let tracker = cascade::prepare(&mut env, topo, &label, true).await?;
+        let initial = cascade::package_states(&tracker, topo).await?;
+        let entries = topo.error_entries(&initial, &rounds);
+        cascade::run_rounds(&env, &tracker, Plan::new(topo, &rounds)).await?;
+        cascade::wait_quiet(&env, entries.iter().sum()).await?;
+    }
     let last: Vec<_> = (0..topo.nodes)
         .map(|n| topo.report(n, &rounds[0]))
         .collect();
@@ -137,12 +149,12 @@ pub async fn run_w3(
         run,
         baseline::measure(&env.kv, &format!("w3-r{run}"), concurrency, reports, &clock),
         || async {
-            let before = kv::revision(&env.kv).await?;
+            let before = writes_so_far(&env).await?;
             let (outcome, cpu) = clock
                 .measure(quiet(&env, &last, concurrency, reports))
                 .await;
             let outcome = outcome?;
-            let after = kv::revision(&env.kv).await?;
+            let after = writes_so_far(&env).await?;
             Ok((outcome, after - before, cpu))
         },
     )
@@ -152,7 +164,12 @@ pub async fn run_w3(
     let per_s = reports as f64 / wall.as_secs_f64();
     result.target("reports_per_s", "/s", per_s, "P4", Bound::AtLeast(2000.0));
     result.latencies("answer", &latencies);
-    result.target("etcd_writes", "", writes as f64, "P4", Bound::AtMost(0.0));
+    let writes_figure = if env.embedded() {
+        "store_commits"
+    } else {
+        "etcd_writes"
+    };
+    result.target(writes_figure, "", writes as f64, "P4", Bound::AtMost(0.0));
     baselines.add_to(&mut result);
     result.fig(
         "ratio_reports_vs_raw_puts",
@@ -161,18 +178,36 @@ pub async fn run_w3(
     );
     baselines.add_cpu_to(&mut result, &cpu, "report", reports);
     if writes != 0 {
-        result.fail(format!(
-            "etcd's revision moved by {writes} during the quiet reports (expected 0 writes)"
-        ));
+        result.fail(if env.embedded() {
+            format!(
+                "the daemon committed {writes} store transactions during the quiet reports (statemanager_commits_total; expected 0)"
+            )
+        } else {
+            format!("etcd's revision moved by {writes} during the quiet reports (expected 0 writes)")
+        });
     }
     if let Some((count, first)) = failures {
         result.fail(format!("{count} quiet reports failed, first: {first}"));
     }
-    cascade::verify_final(&env, topo, &rounds[0], &mut result).await?;
+    if env.embedded() {
+        embedded::verify_final(&mut env, topo, &label, &rounds[0], &mut result).await?;
+    } else {
+        cascade::verify_final(&env, topo, &rounds[0], &mut result).await?;
+    }
     if !result.failures.is_empty() {
         result.note(env.log_hint());
     }
     Ok(result)
+}
+
+/// Writes the store has seen so far: etcd's revision, or on the embedded
+/// store the daemon's store transactions.
+async fn writes_so_far(env: &Env) -> Result<i64> {
+    if env.embedded() {
+        Ok(i64::try_from(embedded::commits(env).await?).unwrap_or(i64::MAX))
+    } else {
+        kv::revision(&env.kv).await
+    }
 }
 
 type QuietOutcome = (Duration, Latencies, Option<(usize, String)>);
