@@ -10,6 +10,7 @@
 //!   `InvalidArgument`);
 //! - [`convert`]: every protobuf <-> engine/core conversion and every mapping
 //!   of errors to `ErrorCode` and gRPC `Status`, in one place;
+//! - [`peer`]: the caller's client certificate, as authorization sees it;
 //! - [`proto`]: the code generated from `proto/*.proto` at build time.
 //!
 //! The engine never sees protobuf types: this crate translates at the edge.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod codec;
 pub mod convert;
 pub mod lean;
+pub mod peer;
 pub mod proto;
 pub mod server;
 #[cfg(feature = "testing")]
@@ -26,4 +28,5 @@ pub mod testing;
 
 pub use action_controller::{ActionControllerClient, ActionControllerOptions};
 pub use client::{ClientError, StateManagerClient};
+pub use peer::PeerCertificate;
 pub use server::{ServeError, ServeOptions, StateManagerService, serve};
