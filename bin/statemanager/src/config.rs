@@ -248,6 +248,39 @@ pub struct Options {
     #[arg(long, env = "STATEMANAGER_WORKER_THREADS", value_name = "N")]
     pub worker_threads: Option<usize>,
 
+    /// Certificate chain (PEM) the gRPC server presents; with --tls-key turns
+    /// TLS on. Re-read on SIGHUP.
+    #[arg(long, env = "STATEMANAGER_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --tls-cert. Re-read on SIGHUP.
+    #[arg(long, env = "STATEMANAGER_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA (PEM) that signs client certificates: clients must present one
+    /// (mutual TLS), and their identity comes from it. Re-read on SIGHUP.
+    #[arg(long, env = "STATEMANAGER_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Authorization policy (TOML, docs/security.md): which identity may do
+    /// what; anything else is denied [default with --tls-client-ca: the
+    /// components of STATE-MACHINES.md §4].
+    #[arg(long, env = "STATEMANAGER_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+
+    /// CA (PEM) to verify an `https://` ActionController with.
+    #[arg(long, env = "STATEMANAGER_ACTION_CONTROLLER_CA", value_name = "FILE")]
+    pub action_controller_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM) for mutual TLS with the ActionController
+    /// (with --action-controller-key).
+    #[arg(long, env = "STATEMANAGER_ACTION_CONTROLLER_CERT", value_name = "FILE")]
+    pub action_controller_cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --action-controller-cert.
+    #[arg(long, env = "STATEMANAGER_ACTION_CONTROLLER_KEY", value_name = "FILE")]
+    pub action_controller_key: Option<PathBuf>,
+
     /// Current upstream Pullpiri's RocksDbService (e.g. `http://127.0.0.1:47007`):
     /// read definitions from it and mirror states to it [default: off].
     #[arg(long = "pullpiri-kv", env = "ROCKSDB_SERVICE_URL", value_name = "URL")]
@@ -399,6 +432,13 @@ impl Options {
             log_format,
             shutdown_timeout,
             worker_threads,
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            policy,
+            action_controller_ca,
+            action_controller_cert,
+            action_controller_key,
             pullpiri_kv,
             pullpiri_kv_poll,
             pullpiri_kv_values,
@@ -435,6 +475,13 @@ impl Options {
             log_format: log_format.or(lower.log_format),
             shutdown_timeout: shutdown_timeout.or(lower.shutdown_timeout),
             worker_threads: worker_threads.or(lower.worker_threads),
+            tls_cert: tls_cert.or(lower.tls_cert),
+            tls_key: tls_key.or(lower.tls_key),
+            tls_client_ca: tls_client_ca.or(lower.tls_client_ca),
+            policy: policy.or(lower.policy),
+            action_controller_ca: action_controller_ca.or(lower.action_controller_ca),
+            action_controller_cert: action_controller_cert.or(lower.action_controller_cert),
+            action_controller_key: action_controller_key.or(lower.action_controller_key),
             pullpiri_kv: pullpiri_kv.or(lower.pullpiri_kv),
             pullpiri_kv_poll: pullpiri_kv_poll.or(lower.pullpiri_kv_poll),
             pullpiri_kv_values: pullpiri_kv_values.or(lower.pullpiri_kv_values),
@@ -629,9 +676,56 @@ impl Options {
             bail!("--action-controller must not be empty");
         }
 
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsSettings {
+                cert,
+                key,
+                client_ca: self.tls_client_ca,
+            }),
+            (None, None) => {
+                if self.tls_client_ca.is_some() {
+                    bail!(
+                        "--tls-client-ca needs --tls-cert and --tls-key: mutual TLS is TLS first"
+                    );
+                }
+                None
+            }
+            _ => bail!("--tls-cert and --tls-key go together"),
+        };
+        if self.policy.is_some() && tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            bail!(
+                "--policy needs --tls-client-ca: identities come from client certificates, \
+                 and without them there is nobody to authorize"
+            );
+        }
+        if self.action_controller_cert.is_some() != self.action_controller_key.is_some() {
+            bail!("--action-controller-cert and --action-controller-key go together");
+        }
+        let action_tls = [
+            &self.action_controller_ca,
+            &self.action_controller_cert,
+            &self.action_controller_key,
+        ];
+        if action_tls.iter().any(|file| file.is_some())
+            && !action_controller.starts_with("https://")
+        {
+            bail!(
+                "the --action-controller-ca/-cert/-key options need an https:// \
+                 --action-controller URL, not '{action_controller}'"
+            );
+        }
+        let action_controller_tls = ActionControllerTls {
+            ca: self.action_controller_ca,
+            cert: self.action_controller_cert,
+            key: self.action_controller_key,
+        };
+
         Ok(Settings {
             listen,
             store,
+            tls,
+            policy: self.policy,
+            action_controller_tls,
             action_controller,
             action,
             engine,
@@ -726,6 +820,34 @@ pub struct Settings {
     pub worker_threads: Option<usize>,
     /// The RocksDbService bridge, when `--pullpiri-kv` is given.
     pub pullpiri_kv: Option<BridgeConfig>,
+    /// The gRPC server's TLS, when `--tls-cert` and `--tls-key` are given.
+    pub tls: Option<TlsSettings>,
+    /// The authorization policy file.
+    pub policy: Option<PathBuf>,
+    /// TLS files for an `https://` ActionController.
+    pub action_controller_tls: ActionControllerTls,
+}
+
+/// The gRPC server's certificate files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA of client certificates: mutual TLS when given.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// TLS files for the ActionController client (all optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ActionControllerTls {
+    /// CA to verify the ActionController with.
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    pub key: Option<PathBuf>,
 }
 
 /// Reads the configuration: the command line (flags and environment), then
@@ -1454,6 +1576,59 @@ mod tests {
             resolve(&["--store=memory"], "").unwrap().store,
             StoreSettings::Memory
         );
+    }
+
+    #[test]
+    fn tls_and_the_policy_are_checked_together() {
+        let error = |args: &[&str]| resolve(args, "").unwrap_err().to_string();
+        let settings = resolve(&[], "").unwrap();
+        assert_eq!((settings.tls, settings.policy), (None, None));
+
+        let settings = resolve(
+            &[
+                "--tls-cert=/c.pem",
+                "--tls-key=/k.pem",
+                "--tls-client-ca=/ca.pem",
+            ],
+            "policy = \"/etc/sm/policy.toml\"",
+        )
+        .unwrap();
+        assert_eq!(
+            settings.tls,
+            Some(TlsSettings {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into(),
+                client_ca: Some("/ca.pem".into()),
+            })
+        );
+        assert_eq!(settings.policy, Some("/etc/sm/policy.toml".into()));
+
+        assert!(error(&["--tls-cert=/c.pem"]).contains("--tls-cert and --tls-key go together"));
+        assert!(error(&["--tls-client-ca=/ca.pem"]).contains("needs --tls-cert and --tls-key"));
+        assert!(
+            error(&["--tls-cert=/c", "--tls-key=/k", "--policy=/p.toml"])
+                .contains("--policy needs --tls-client-ca")
+        );
+        assert!(
+            error(&["--action-controller-ca=/ca.pem"])
+                .contains("need an https:// --action-controller")
+        );
+        assert!(
+            error(&[
+                "--action-controller=https://ac:47001",
+                "--action-controller-cert=/c.pem"
+            ])
+            .contains("--action-controller-cert and --action-controller-key go together")
+        );
+        let settings = resolve(
+            &[
+                "--action-controller=https://ac:47001",
+                "--action-controller-ca=/ca.pem",
+            ],
+            "",
+        )
+        .unwrap();
+        assert_eq!(settings.action_controller_tls.ca, Some("/ca.pem".into()));
     }
 
     #[test]
