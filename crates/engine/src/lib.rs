@@ -17,6 +17,7 @@
 //! let handle = engine.handle();
 //! # Ok(()) }
 //! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod api;
 mod config;

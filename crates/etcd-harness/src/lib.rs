@@ -18,6 +18,7 @@
 //! let etcd = etcd_harness::Etcd::start().expect("etcd starts");
 //! println!("etcd listens on {}", etcd.endpoint());
 //! ```
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};

@@ -29,6 +29,7 @@
 //!
 //! The `testing` feature adds [`testing::RocksDbServiceDouble`], an
 //! in-process RocksDbService with upstream's quirks, for tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod backlog;
 mod backoff;

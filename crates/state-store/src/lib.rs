@@ -20,6 +20,7 @@
 //! The `conformance` module (cargo feature `conformance`, for the tests of
 //! crates that implement a store) holds the behavioural tests every
 //! implementation must pass.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod batch;
 #[cfg(feature = "conformance")]

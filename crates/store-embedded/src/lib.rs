@@ -19,6 +19,7 @@
 //! Memory holds every key and value once more than the file does; the
 //! StateManager's keys are small and bounded (states, a bounded history per
 //! resource, bookkeeping), so this buys reads that never touch the disk.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod codec;
 mod journal;
