@@ -12,10 +12,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use engine::{ActionError, ActionPort, OffloadAnswer, OffloadRequest, ReconcileRequest};
 use tonic::transport::{Channel, Endpoint};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::convert;
 use crate::proto::actioncontroller::action_controller_connection_client::ActionControllerConnectionClient;
+use crate::tls::{self, ClientTls, TlsError};
 
 /// Timeouts and keepalive of the ActionController channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +27,10 @@ pub struct ActionControllerOptions {
     pub request_timeout: Duration,
     /// How often an idle connection is pinged (default 30 s).
     pub keepalive_interval: Duration,
+    /// TLS settings for an `https://` address (default none). The server is
+    /// verified with `ca`; `cert` and `key` authenticate the StateManager
+    /// (mutual TLS). Ignored, with a warning, for an `http://` address.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ActionControllerOptions {
@@ -34,6 +39,7 @@ impl Default for ActionControllerOptions {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(5),
             keepalive_interval: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -50,6 +56,15 @@ pub enum ActionClientError {
         #[source]
         source: tonic::transport::Error,
     },
+    /// The TLS settings cannot be used (a file is missing or wrong).
+    #[error("TLS settings for the ActionController at '{address}': {source}")]
+    Tls {
+        /// The address given.
+        address: String,
+        /// What is wrong.
+        #[source]
+        source: TlsError,
+    },
 }
 
 /// The ActionController, as the engine's [`ActionPort`]. Cheap to clone:
@@ -63,7 +78,8 @@ pub struct ActionControllerClient {
 
 impl ActionControllerClient {
     /// A client of the ActionController at `address`
-    /// (`http://host:port`). Nothing is connected yet: the first call
+    /// (`http://host:port`, or `https://host:port` with
+    /// [`ActionControllerOptions::tls`]). Nothing is connected yet: the first call
     /// connects, and a failed connection is retried by later calls. Must be
     /// called inside a tokio runtime (the channel runs a background task).
     pub fn new(
@@ -82,6 +98,23 @@ impl ActionControllerClient {
             .http2_keep_alive_interval(options.keepalive_interval)
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(false);
+        let endpoint = if tls::is_https(address) {
+            let config = options
+                .tls
+                .clone()
+                .unwrap_or_default()
+                .tonic_config(address, options.connect_timeout)
+                .map_err(|source| ActionClientError::Tls {
+                    address: address.to_owned(),
+                    source,
+                })?;
+            endpoint.tls_config(config).map_err(invalid)?
+        } else {
+            if options.tls.is_some() {
+                warn!(%address, "TLS settings ignored: the ActionController address is not https://");
+            }
+            endpoint
+        };
         Ok(Self {
             client: ActionControllerConnectionClient::new(endpoint.connect_lazy()),
             address: address.to_owned(),

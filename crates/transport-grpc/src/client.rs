@@ -28,12 +28,14 @@ use statemachine_core::{
     ErrorCode, ReportedContainer, RequestKind, ResourceKind, StateChangeRequest,
 };
 use tonic::transport::{Channel, Endpoint};
+use tracing::warn;
 
 use crate::convert::{self, ConvertError};
 use crate::proto::monitoringserver as ms;
 use crate::proto::statemanager as sm;
 use crate::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
 use crate::server::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::tls::{self, ClientTls, TlsError};
 
 /// Why a StateManager call failed.
 #[derive(Debug, thiserror::Error)]
@@ -78,13 +80,24 @@ pub enum ClientError {
     /// The answer could not be read.
     #[error(transparent)]
     Malformed(#[from] ConvertError),
+    /// The TLS settings cannot be used (a file is missing or wrong).
+    #[error("TLS settings for the StateManager at '{endpoint}': {source}")]
+    Tls {
+        /// The endpoint.
+        endpoint: String,
+        /// What is wrong.
+        #[source]
+        source: TlsError,
+    },
 }
 
 impl ClientError {
     /// The wire error code this failure stands for.
     pub fn error_code(&self) -> ErrorCode {
         match self {
-            ClientError::InvalidEndpoint { .. } => ErrorCode::InvalidRequest,
+            ClientError::InvalidEndpoint { .. } | ClientError::Tls { .. } => {
+                ErrorCode::InvalidRequest
+            }
             ClientError::Connect { .. } => ErrorCode::ResourceUnavailable,
             ClientError::Status(status) => convert::error_code_for_status(status.code()),
             ClientError::Timeout(_) => ErrorCode::Timeout,
@@ -109,23 +122,55 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// The largest answer read (a listing of many resources may be large).
 const MAX_ANSWER_BYTES: usize = 64 * 1024 * 1024;
 
-fn endpoint(address: &str) -> Result<Endpoint, ClientError> {
-    Ok(Endpoint::from_shared(address.to_owned())
-        .map_err(|source| ClientError::InvalidEndpoint {
-            endpoint: address.to_owned(),
-            source,
-        })?
+/// The endpoint at `address`; TLS per `tls` (with no settings, only a
+/// plaintext `http://` address works).
+fn endpoint(address: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+    let invalid = |source| ClientError::InvalidEndpoint {
+        endpoint: address.to_owned(),
+        source,
+    };
+    let endpoint = Endpoint::from_shared(address.to_owned())
+        .map_err(invalid)?
         .connect_timeout(CONNECT_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10)))
+        .keep_alive_timeout(Duration::from_secs(10));
+    if !tls::is_https(address) {
+        if tls.is_some() {
+            warn!(endpoint = %address, "TLS settings ignored: the StateManager address is not https://");
+        }
+        return Ok(endpoint);
+    }
+    let config = tls
+        .unwrap_or(&ClientTls::default())
+        .tonic_config(address, CONNECT_TIMEOUT)
+        .map_err(|source| ClientError::Tls {
+            endpoint: address.to_owned(),
+            source,
+        })?;
+    endpoint.tls_config(config).map_err(invalid)
 }
 
 impl StateManagerClient {
     /// Connects to the StateManager at `endpoint` (`http://host:port`),
     /// failing within a few seconds when it cannot be reached.
     pub async fn connect(endpoint: &str) -> Result<Self, ClientError> {
-        let channel = self::endpoint(endpoint)?
+        Self::connect_endpoint(endpoint, None).await
+    }
+
+    /// Connects to the StateManager at `endpoint` (`https://host:port`)
+    /// over TLS: the server is verified with `tls.ca`, and `tls.cert` and
+    /// `tls.key`, when given, authenticate this client (mutual TLS). The
+    /// settings are ignored (with a warning) for an `http://` endpoint.
+    pub async fn connect_with_tls(endpoint: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        Self::connect_endpoint(endpoint, Some(tls)).await
+    }
+
+    async fn connect_endpoint(
+        endpoint: &str,
+        tls: Option<&ClientTls>,
+    ) -> Result<Self, ClientError> {
+        let channel = self::endpoint(endpoint, tls)?
             .connect()
             .await
             .map_err(|source| ClientError::Connect {
@@ -137,7 +182,18 @@ impl StateManagerClient {
 
     /// A client that connects on its first call (inside a tokio runtime).
     pub fn connect_lazy(endpoint: &str) -> Result<Self, ClientError> {
-        Ok(Self::from_channel(self::endpoint(endpoint)?.connect_lazy()))
+        Ok(Self::from_channel(
+            self::endpoint(endpoint, None)?.connect_lazy(),
+        ))
+    }
+
+    /// As [`connect_lazy`](Self::connect_lazy), over TLS as
+    /// [`connect_with_tls`](Self::connect_with_tls) describes (the files
+    /// are read and checked now).
+    pub fn connect_lazy_with_tls(endpoint: &str, tls: &ClientTls) -> Result<Self, ClientError> {
+        Ok(Self::from_channel(
+            self::endpoint(endpoint, Some(tls))?.connect_lazy(),
+        ))
     }
 
     /// A client over an existing channel.

@@ -11,6 +11,8 @@
 //! - [`convert`]: every protobuf <-> engine/core conversion and every mapping
 //!   of errors to `ErrorCode` and gRPC `Status`, in one place;
 //! - [`peer`]: the caller's client certificate, as authorization sees it;
+//! - [`tls`]: TLS and mutual TLS for the server (certificates reloadable
+//!   at run time) and the clients;
 //! - [`proto`]: the code generated from `proto/*.proto` at build time.
 //!
 //! The engine never sees protobuf types: this crate translates at the edge.
@@ -25,8 +27,10 @@ pub mod proto;
 pub mod server;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls;
 
 pub use action_controller::{ActionControllerClient, ActionControllerOptions};
 pub use client::{ClientError, StateManagerClient};
 pub use peer::PeerCertificate;
 pub use server::{ServeError, ServeOptions, StateManagerService, serve};
+pub use tls::{ClientTls, ServerTls, ServerTlsFiles, TlsError};

@@ -420,6 +420,10 @@ pub struct ServeOptions {
     /// The longest a unary request may take (default 30 s); clients may ask
     /// for less with `grpc-timeout`.
     pub request_timeout: Duration,
+    /// TLS, or mutual TLS when it has a client CA (default none: plaintext).
+    /// Its certificates may be reloaded while the server runs
+    /// ([`ServerTls::reload`](crate::tls::ServerTls::reload)).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ServeOptions {
@@ -431,6 +435,7 @@ impl Default for ServeOptions {
             keepalive_interval: Duration::from_secs(30),
             keepalive_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -454,6 +459,10 @@ pub enum ServeError {
 /// gRPC reflection (v1 and v1alpha), on `listener` until `shutdown`
 /// completes. At shutdown the health status turns NOT_SERVING, open
 /// subscriptions end with `Unavailable`, and in-flight requests are drained.
+///
+/// With [`ServeOptions::tls`], connections are TLS ([`crate::tls::incoming`]):
+/// a failed or slow handshake drops only that connection, and with mutual TLS
+/// every request carries the caller's certificate ([`crate::PeerCertificate`]).
 pub async fn serve<F>(
     engine: EngineHandle,
     listener: TcpListener,
@@ -494,8 +503,13 @@ where
         let _ = stop_streams.send(true);
     };
 
-    info!(%address, "gRPC server listening");
-    tonic::transport::Server::builder()
+    let tls_mode = match &options.tls {
+        None => "off",
+        Some(tls) if tls.client_auth() => "mutual",
+        Some(_) => "server",
+    };
+    info!(%address, tls = tls_mode, "gRPC server listening");
+    let router = tonic::transport::Server::builder()
         .concurrency_limit_per_connection(options.concurrency_per_connection)
         .max_concurrent_streams(options.max_concurrent_streams)
         .http2_keepalive_interval(Some(options.keepalive_interval))
@@ -504,17 +518,27 @@ where
         .add_service(service)
         .add_service(health_service)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(reflection_v1alpha);
+    match options.tls {
         // The builder's tcp_nodelay/tcp_keepalive apply only to listeners it
         // binds itself; without NODELAY a small answer waits for the peer's
         // delayed ACK (40 ms on Linux).
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
-            stopped,
-        )
-        .await?;
+        None => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener)
+                        .with_nodelay(Some(true))
+                        .with_keepalive(Some(Duration::from_secs(60))),
+                    stopped,
+                )
+                .await?
+        }
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), stopped)
+                .await?
+        }
+    }
     info!(%address, "gRPC server stopped");
     Ok(())
 }

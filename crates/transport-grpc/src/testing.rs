@@ -4,6 +4,10 @@
 //! answers them as the ActionController does. It keeps its address across [`down`]/[`up`], so a
 //! StateManager configured with [`url`] finds it when it comes back.
 //!
+//! It serves plaintext, or TLS / mutual TLS with
+//! [`with_tls`](ActionControllerDouble::with_tls), and records the client
+//! certificate of every call ([`peers`](ActionControllerDouble::peers)).
+//!
 //! Enabled by the `testing` feature.
 //!
 //! [`down`]: ActionControllerDouble::down
@@ -20,16 +24,20 @@ use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use crate::peer::PeerCertificate;
 use crate::proto::actioncontroller as ac;
 use crate::proto::actioncontroller::action_controller_connection_server::{
     ActionControllerConnection, ActionControllerConnectionServer,
 };
+use crate::tls::ServerTls;
 
 #[derive(Default)]
 struct Received {
     reconciles: Mutex<Vec<ac::ReconcileRequest>>,
     triggers: Mutex<Vec<ac::TriggerActionRequest>>,
     offloads: Mutex<Vec<ac::OffloadModelRequest>>,
+    /// The client certificate of every call, in arrival order.
+    peers: Mutex<Vec<Option<PeerCertificate>>>,
     /// Every Reconcile and TriggerAction in arrival order, refused ones
     /// marked `refused`.
     log: Mutex<Vec<String>>,
@@ -73,6 +81,7 @@ impl ActionControllerConnection for Recorder {
         request: Request<ac::TriggerActionRequest>,
     ) -> Result<Response<ac::TriggerActionResponse>, Status> {
         // A recovery's Recreate rung.
+        record(&self.0.peers, PeerCertificate::of(&request).cloned());
         let request = request.into_inner();
         self.0
             .admit(format!("TriggerAction({})", request.scenario_name))?;
@@ -87,6 +96,7 @@ impl ActionControllerConnection for Recorder {
         &self,
         request: Request<ac::ReconcileRequest>,
     ) -> Result<Response<ac::ReconcileResponse>, Status> {
+        record(&self.0.peers, PeerCertificate::of(&request).cloned());
         let request = request.into_inner();
         self.0
             .admit(format!("Reconcile({})", request.scenario_name))?;
@@ -108,6 +118,7 @@ impl ActionControllerConnection for Recorder {
         &self,
         request: Request<ac::OffloadModelRequest>,
     ) -> Result<Response<ac::OffloadModelResponse>, Status> {
+        record(&self.0.peers, PeerCertificate::of(&request).cloned());
         let request = request.into_inner();
         let message = format!(
             "offloading '{}' to '{}'",
@@ -126,6 +137,7 @@ impl ActionControllerConnection for Recorder {
 pub struct ActionControllerDouble {
     address: SocketAddr,
     received: Arc<Received>,
+    tls: Option<ServerTls>,
     running: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
 
@@ -146,8 +158,31 @@ impl ActionControllerDouble {
         Self {
             address,
             received: Arc::default(),
+            tls: None,
             running: None,
         }
+    }
+
+    /// A double that is up, serving TLS (mutual TLS when `tls` has a
+    /// client CA) on a free port of 127.0.0.1.
+    pub async fn start_with_tls(tls: ServerTls) -> Self {
+        let mut double = Self::down().with_tls(tls);
+        double.up().await;
+        double
+    }
+
+    /// The same double serving TLS from its next [`up`](Self::up); its
+    /// [`url`](Self::url) becomes `https://`.
+    pub fn with_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The client certificate of every Reconcile, TriggerAction and
+    /// OffloadModel call in arrival order (`None`: the call's connection
+    /// had none).
+    pub fn peers(&self) -> Vec<Option<PeerCertificate>> {
+        copy(&self.received.peers)
     }
 
     /// The next `n` Reconcile or TriggerAction calls fail with UNAVAILABLE.
@@ -163,9 +198,10 @@ impl ActionControllerDouble {
         copy(&self.received.log)
     }
 
-    /// `http://127.0.0.1:{port}`.
+    /// `http://127.0.0.1:{port}` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.address)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.address)
     }
 
     /// Starts serving on the reserved address.
@@ -179,16 +215,27 @@ impl ActionControllerDouble {
         });
         let service = ActionControllerConnectionServer::new(Recorder(self.received.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
+        let tls = self.tls.clone();
         let task = tokio::spawn(async move {
-            let _ = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    async {
-                        let _ = stopped.await;
-                    },
-                )
-                .await;
+            let router = tonic::transport::Server::builder().add_service(service);
+            let stopped = async {
+                let _ = stopped.await;
+            };
+            let _ = match tls {
+                None => {
+                    router
+                        .serve_with_incoming_shutdown(
+                            TcpIncoming::from(listener).with_nodelay(Some(true)),
+                            stopped,
+                        )
+                        .await
+                }
+                Some(tls) => {
+                    router
+                        .serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), stopped)
+                        .await
+                }
+            };
         });
         self.running = Some((stop, task));
     }
