@@ -50,6 +50,13 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The ALPN protocol gRPC speaks: HTTP/2.
 const ALPN_H2: &[u8] = b"h2";
 
+/// Handshakes in progress at most; beyond it connections wait in the
+/// listen backlog until one ends (each ends within the handshake timeout).
+const MAX_HANDSHAKES: usize = 1024;
+
+/// The TCP keepalive time of accepted connections, as on the plaintext path.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
 /// How long accepting pauses after an error that is not one connection's
 /// (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
@@ -550,7 +557,8 @@ impl AsyncWrite for TlsConnection {
 /// `serve_with_incoming_shutdown`. Each handshake runs on its own task
 /// under the handshake timeout; one that fails or times out is dropped,
 /// logged at debug with the peer's address and counted
-/// ([`ServerTls::handshake_failures`]). Accepted sockets get TCP_NODELAY.
+/// ([`ServerTls::handshake_failures`]). Accepted sockets get TCP_NODELAY
+/// and a 60 s TCP keepalive, as plaintext ones do.
 /// Dropping the stream closes the listener and abandons handshakes in
 /// progress.
 pub fn incoming(listener: TcpListener, tls: ServerTls) -> TlsIncoming {
@@ -598,7 +606,7 @@ fn connection_error(error: &io::Error) -> bool {
 impl TlsIncoming {
     /// Accepts every connection that is waiting and starts its handshake.
     fn accept_ready(&mut self, cx: &mut Context<'_>) {
-        loop {
+        while self.handshakes.len() < MAX_HANDSHAKES {
             if let Some(pause) = self.paused.as_mut() {
                 if pause.as_mut().poll(cx).is_pending() {
                     return;
@@ -607,8 +615,16 @@ impl TlsIncoming {
             }
             match self.listener.poll_accept(cx) {
                 Poll::Ready(Ok((stream, remote))) => {
+                    // As on the plaintext path: without NODELAY a small answer
+                    // waits for the peer's delayed ACK.
                     if let Err(error) = stream.set_nodelay(true) {
                         debug!(%remote, %error, "cannot set TCP_NODELAY");
+                    }
+                    let keepalive = socket2::TcpKeepalive::new().with_time(TCP_KEEPALIVE);
+                    if let Err(error) =
+                        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)
+                    {
+                        debug!(%remote, %error, "cannot set TCP keepalive");
                     }
                     self.handshakes
                         .spawn(self.tls.clone().handshake(stream, remote));
@@ -631,8 +647,9 @@ impl Stream for TlsIncoming {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        this.accept_ready(cx);
         loop {
+            // Again after each handshake ends: there may be room for more.
+            this.accept_ready(cx);
             match this.handshakes.poll_join_next(cx) {
                 Poll::Ready(Some(Ok(Some(connection)))) => {
                     return Poll::Ready(Some(Ok(connection)));
