@@ -9,7 +9,9 @@ use state_store::StoreError;
 use statemachine_core::alert::Alert;
 use statemachine_core::healing::StateDiff;
 use statemachine_core::record::HistoryEntry;
-use statemachine_core::{ErrorCode, NodeReport, ResourceKind, StateChangeRequest};
+use statemachine_core::{
+    ErrorCode, Identity, NodeReport, Policy, ResourceKind, StateChangeRequest,
+};
 use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -20,6 +22,7 @@ use crate::healing::{
     AlertPage, AlertQuery, DiffAnswer, HealthView, IncidentRef, RecoveryAnswer, RecoveryView,
     SyncAnswer, TriggerRequest,
 };
+use crate::metrics::Metrics;
 use crate::ports::{ActionError, ActionPort, OffloadAnswer, OffloadRequest};
 use crate::query::HistoryReader;
 
@@ -143,7 +146,7 @@ impl<T> Caller<T> {
 
 /// Commands the owner task processes.
 pub(crate) enum Command {
-    Change(StateChangeRequest, Caller<ChangeAnswer>),
+    Change(StateChangeRequest, Option<Identity>, Caller<ChangeAnswer>),
     Report(NodeReport, Caller<ReportAnswer>),
     Get(ResourceKind, String, oneshot::Sender<Option<ResourceView>>),
     List(
@@ -175,6 +178,8 @@ pub struct EngineHandle {
     pub(crate) answer_timeout: Duration,
     /// The most an input (a change, a report) waits, queued or committing.
     pub(crate) commit_timeout: Duration,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) access: Option<Arc<Policy>>,
 }
 
 /// How long a caller whose input was taken waits past its deadline for the
@@ -247,6 +252,18 @@ impl EngineHandle {
         }
     }
 
+    /// The engine's counters (the edge counts its denials there).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The access policy the engine decides edges with
+    /// ([`CoreConfig::access`](statemachine_core::CoreConfig::access)); the
+    /// transport enforces the same one at the edge, so the two never differ.
+    pub fn access_policy(&self) -> Option<&Arc<Policy>> {
+        self.access.as_ref()
+    }
+
     /// Whether the engine still processes inputs (for health checks).
     pub fn is_running(&self) -> bool {
         !self.commands.is_closed()
@@ -266,9 +283,22 @@ impl EngineHandle {
         request: StateChangeRequest,
         within: Option<Duration>,
     ) -> ChangeAnswer {
+        self.change_state_by(request, None, within).await
+    }
+
+    /// [`Self::change_state_within`] for a caller with an identity (its
+    /// client certificate's): with an access policy configured
+    /// ([`CoreConfig::access`](statemachine_core::CoreConfig::access)) the
+    /// policy decides the edge for it, and a caller without one is denied.
+    pub async fn change_state_by(
+        &self,
+        request: StateChangeRequest,
+        caller: Option<Identity>,
+        within: Option<Duration>,
+    ) -> ChangeAnswer {
         let transition_id = request.transition_id.clone();
         match self
-            .ask_input(within, |caller| Command::Change(request, caller))
+            .ask_input(within, |reply| Command::Change(request, caller, reply))
             .await
         {
             Ok(answer) => answer,

@@ -100,6 +100,8 @@ impl Engine {
             healer: healer_commands_tx,
             answer_timeout,
             commit_timeout: config.commit_timeout,
+            metrics: metrics.clone(),
+            access: config.core.access.clone(),
         };
         let io = owner::OwnerIo {
             commands: commands_rx,

@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use statemachine_core::MethodClass;
+
 /// Upper bounds (inclusive) of the commit batch size histogram.
 pub const BATCH_SIZE_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 /// Upper bounds of the commit latency histogram, in microseconds.
@@ -128,6 +130,13 @@ pub struct Metrics {
     /// Model and package keys another writer changed to a value the
     /// reports do not derive.
     pub foreign_writes: AtomicU64,
+    /// Calls the access policy denied (mTLS), by method class in
+    /// [`MethodClass::ALL`] order (state_change, report, read, recovery,
+    /// offload); rendered as `statemanager_denied_total{method}`. Nothing
+    /// was written for them. Counted at the gRPC edge, state changes
+    /// denied by the planner included; also counted in `rejected` when the
+    /// engine refused them.
+    pub denied: [AtomicU64; MethodClass::ALL.len()],
     /// When each node last reported (ns since the epoch); at start-up, the
     /// start-up time for nodes known from the store.
     node_last_seen: Mutex<BTreeMap<String, i64>>,
@@ -168,12 +177,23 @@ impl Default for Metrics {
             flapping_resources: AtomicU64::new(0),
             flapping_detected: AtomicU64::new(0),
             foreign_writes: AtomicU64::new(0),
+            denied: std::array::from_fn(|_| AtomicU64::new(0)),
             node_last_seen: Mutex::new(BTreeMap::new()),
         }
     }
 }
 
 impl Metrics {
+    /// Counts a call of `class` the access policy denied.
+    pub fn count_denied(&self, class: MethodClass) {
+        inc(&self.denied[class.index()]);
+    }
+
+    /// Denied calls of `class` so far.
+    pub fn denied(&self, class: MethodClass) -> u64 {
+        self.denied[class.index()].load(Ordering::Relaxed)
+    }
+
     /// Every node with the time it last reported (ns since the epoch), by name.
     pub fn node_last_seen(&self) -> Vec<(String, i64)> {
         let nodes = self

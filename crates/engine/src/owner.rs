@@ -232,9 +232,9 @@ impl Owner {
             last_change: &self.last_change,
         };
         match command {
-            Command::Change(request, caller) => {
+            Command::Change(request, identity, caller) => {
                 self.held
-                    .push_back(Queued::new(Pending::Change(request, caller)));
+                    .push_back(Queued::new(Pending::Change(request, identity, caller)));
                 return true;
             }
             Command::Report(report, caller) => {

@@ -1,7 +1,9 @@
 //! The knobs of the rules, with the defaults of STATE-MACHINES.md.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::Policy;
 use crate::state::PackageState;
 use crate::topology::ModelMapping;
 use crate::transition::ScenarioPolicy;
@@ -23,6 +25,11 @@ pub struct CoreConfig {
     pub model_mapping: ModelMapping,
     /// The source recorded for changes the StateManager derives itself.
     pub derived_source: String,
+    /// Who may request which edge (mTLS): when set, every state change
+    /// edge is decided by the policy for the caller's identity and
+    /// `scenario_policy.enforce_sources` is not consulted; a caller
+    /// without an identity is denied. `None` (default): no identities.
+    pub access: Option<Arc<Policy>>,
 }
 
 impl Default for CoreConfig {
@@ -34,6 +41,7 @@ impl Default for CoreConfig {
             reconcile_on: vec![PackageState::Error],
             model_mapping: ModelMapping::default(),
             derived_source: "StateManager".to_owned(),
+            access: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use crate::access::Identity;
 use crate::derive::container_state;
 use crate::name::ResourceKind;
 use crate::state::ContainerState;
@@ -109,8 +110,13 @@ pub struct NodeReport {
 /// What planning is asked to do.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'a> {
-    /// Validate and apply a requested state change.
+    /// Validate and apply a requested state change from a caller without
+    /// an identity (no mTLS). With an access policy configured it is denied.
     StateChange(&'a StateChangeRequest),
+    /// Validate and apply a requested state change from an authenticated
+    /// caller; with an access policy configured, the policy decides the
+    /// edge for this identity ([`crate::Policy::transition`]).
+    StateChangeBy(&'a StateChangeRequest, &'a Identity),
     /// Apply a node's full container report.
     NodeReport(&'a NodeReport),
     /// Time passed: information failures whose grace ran out, silent nodes.

@@ -19,8 +19,11 @@
 //! - [`alert`]: alert records and their lifecycle (raise, acknowledge,
 //!   resolve, expire);
 //! - [`healing`]: self-healing incidents: issue classification, the
-//!   strategy ladder, the tracker's figures and the StateDiff planner.
+//!   strategy ladder, the tracker's figures and the StateDiff planner;
+//! - [`access`]: caller identities from client certificates and the
+//!   per-edge authorization policy.
 
+pub mod access;
 pub mod alert;
 pub mod config;
 mod counting_sort;
@@ -40,6 +43,7 @@ pub mod state;
 pub mod topology;
 pub mod transition;
 
+pub use access::{Decision, Identity, MethodClass, Policy};
 pub use config::CoreConfig;
 pub use derive::{
     ContainerSet, ContainerStateFold, ModelSet, container_state, model_state, package_state,

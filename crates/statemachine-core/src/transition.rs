@@ -125,12 +125,35 @@ impl ScenarioPolicy {
     }
 
     /// Validates a transition from the recorded state `from` to `to` requested
-    /// by `source`. Does not handle the no-op `from == to` (the planner does).
+    /// by `source`: the table, then the source when enforced. Does not
+    /// handle the no-op `from == to` (the planner does).
     pub fn check(
         &self,
         from: ScenarioState,
         to: ScenarioState,
         source: &str,
+    ) -> Result<&'static ScenarioTransition, Rejection> {
+        let edge = self.check_edge(from, to)?;
+        if self.enforce_sources && !source_allowed(edge.allowed_sources, source) {
+            return Err(Rejection::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "source '{}' may not request {from} -> {to}",
+                    source.escape_debug()
+                ),
+                format!("allowed sources: {}", edge.allowed_sources.join(", ")),
+            ));
+        }
+        Ok(edge)
+    }
+
+    /// The table's edge from `from` to `to`, or INVALID_STATE_TRANSITION
+    /// with the states allowed from `from`. Sources are not checked (an
+    /// access policy decides who, [`crate::Policy::transition`]).
+    pub fn check_edge(
+        &self,
+        from: ScenarioState,
+        to: ScenarioState,
     ) -> Result<&'static ScenarioTransition, Rejection> {
         let Some(edge) = self.edge(from, to) else {
             let next = self.next_states(from);
@@ -146,16 +169,6 @@ impl ScenarioPolicy {
                 allowed,
             ));
         };
-        if self.enforce_sources && !source_allowed(edge.allowed_sources, source) {
-            return Err(Rejection::new(
-                ErrorCode::PermissionDenied,
-                format!(
-                    "source '{}' may not request {from} -> {to}",
-                    source.escape_debug()
-                ),
-                format!("allowed sources: {}", edge.allowed_sources.join(", ")),
-            ));
-        }
         Ok(edge)
     }
 }

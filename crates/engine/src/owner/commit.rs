@@ -143,7 +143,7 @@ impl Owner {
                 self.snapshot.apply_as(&p, tag);
             }
             let transition_id = match &queued.input {
-                Pending::Change(request, _) if !request.transition_id.is_empty() => {
+                Pending::Change(request, _, _) if !request.transition_id.is_empty() => {
                     request.transition_id.clone()
                 }
                 _ if p.outcome.is_err() || p.writes_nothing() => String::new(),
@@ -537,7 +537,7 @@ impl Owner {
                 inc(&self.metrics.unavailable);
             }
             let transition_id = match &input {
-                Pending::Change(request, _) => request.transition_id.clone(),
+                Pending::Change(request, _, _) => request.transition_id.clone(),
                 _ => String::new(),
             };
             input.answer(

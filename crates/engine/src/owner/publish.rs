@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use statemachine_core::{
-    Affected, AnyState, Change, Effect, ErrorCode, Input, NodeReport, Reason, ResourceKind,
-    StateChangeRequest,
+    Affected, AnyState, Change, Effect, ErrorCode, Identity, Input, NodeReport, Reason,
+    ResourceKind, StateChangeRequest,
 };
 use tokio::time::Instant;
 
@@ -22,7 +22,8 @@ use crate::outbox::OutboxItem;
 
 /// One input of a batch, with whoever waits for its answer.
 pub(super) enum Pending {
-    Change(StateChangeRequest, Caller<ChangeAnswer>),
+    /// A requested change, with its caller's identity when authenticated.
+    Change(StateChangeRequest, Option<Identity>, Caller<ChangeAnswer>),
     Report(NodeReport, Caller<ReportAnswer>),
     Reevaluate(Affected),
     Tick,
@@ -34,7 +35,8 @@ pub(super) enum Pending {
 impl Pending {
     pub(super) fn input(&self) -> Input<'_> {
         match self {
-            Pending::Change(request, _) => Input::StateChange(request),
+            Pending::Change(request, None, _) => Input::StateChange(request),
+            Pending::Change(request, Some(identity), _) => Input::StateChangeBy(request, identity),
             Pending::Report(report, _) => Input::NodeReport(report),
             Pending::Reevaluate(affected) | Pending::Sync(affected, _) => {
                 Input::Reevaluate(affected)
@@ -55,7 +57,7 @@ impl Pending {
     /// its deadline (it is then dropped: never committed, not answered).
     pub(super) fn take(&self) -> bool {
         match self {
-            Pending::Change(_, caller) => caller.take(),
+            Pending::Change(_, _, caller) => caller.take(),
             Pending::Report(_, caller) => caller.take(),
             Pending::Sync(_, caller) => caller.take(),
             Pending::Reevaluate(_) | Pending::Tick => true,
@@ -65,7 +67,7 @@ impl Pending {
     /// Until when its caller waits (`None`: nobody waits).
     pub(super) fn deadline(&self) -> Option<Instant> {
         match self {
-            Pending::Change(_, caller) => Some(caller.deadline),
+            Pending::Change(_, _, caller) => Some(caller.deadline),
             Pending::Report(_, caller) => Some(caller.deadline),
             Pending::Sync(_, caller) => Some(caller.deadline),
             Pending::Reevaluate(_) | Pending::Tick => None,
@@ -78,7 +80,7 @@ impl Pending {
 
     pub(super) fn source<'a>(&'a self, derived: &'a str) -> &'a str {
         match self {
-            Pending::Change(request, _) if !request.source.is_empty() => &request.source,
+            Pending::Change(request, _, _) if !request.source.is_empty() => &request.source,
             _ => derived,
         }
     }
@@ -93,7 +95,7 @@ impl Pending {
         at_ns: i64,
     ) {
         match self {
-            Pending::Change(_, caller) => {
+            Pending::Change(_, _, caller) => {
                 let _ = caller.reply.send(ChangeAnswer {
                     code,
                     message,
@@ -160,7 +162,7 @@ impl Owner {
             if let Err(rejection) = p.outcome {
                 inc(&self.metrics.rejected);
                 let transition_id = match &input {
-                    Pending::Change(request, _) => request.transition_id.clone(),
+                    Pending::Change(request, _, _) => request.transition_id.clone(),
                     _ => String::new(),
                 };
                 input.answer(

@@ -19,6 +19,7 @@ use std::collections::{BTreeSet, HashMap};
 
 pub use crate::input::{Input, NodeReport, ReportedContainer, RequestKind, StateChangeRequest};
 
+use crate::access::Identity;
 use crate::error::{ErrorCode, Rejection};
 use crate::name::ResourceKind;
 use crate::record::{NodeRecord, OutboxRecord};
@@ -193,21 +194,31 @@ impl Plan {
 /// Plans `input` against `snapshot` at time `now_ns` (ns since the epoch).
 pub fn plan(snapshot: &Snapshot, input: Input<'_>, now_ns: i64) -> Plan {
     match input {
-        Input::StateChange(request) => {
-            let mut p = plan_request(snapshot, request, now_ns);
-            // Whatever the outcome, it rests on the resource's recorded state.
-            if let Some(kind) = request.kind.managed()
-                && let Some(tag) = snapshot.stamp(kind, &request.name).pending_tag()
-                && let Err(at) = p.depends_on.binary_search(&tag)
-            {
-                p.depends_on.insert(at, tag);
-            }
-            p
+        Input::StateChange(request) => plan_change(snapshot, request, None, now_ns),
+        Input::StateChangeBy(request, caller) => {
+            plan_change(snapshot, request, Some(caller), now_ns)
         }
         Input::NodeReport(report) => plan_report(snapshot, report, now_ns),
         Input::Tick => plan_tick(snapshot, now_ns),
         Input::Reevaluate(affected) => plan_reevaluate(snapshot, affected, now_ns),
     }
+}
+
+fn plan_change(
+    snapshot: &Snapshot,
+    request: &StateChangeRequest,
+    caller: Option<&Identity>,
+    now_ns: i64,
+) -> Plan {
+    let mut p = plan_request(snapshot, request, caller, now_ns);
+    // Whatever the outcome, it rests on the resource's recorded state.
+    if let Some(kind) = request.kind.managed()
+        && let Some(tag) = snapshot.stamp(kind, &request.name).pending_tag()
+        && let Err(at) = p.depends_on.binary_search(&tag)
+    {
+        p.depends_on.insert(at, tag);
+    }
+    p
 }
 
 fn reject(code: ErrorCode, message: impl Into<String>, details: impl Into<String>) -> Plan {

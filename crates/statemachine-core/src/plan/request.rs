@@ -3,7 +3,8 @@
 
 use super::cascade::Cascade;
 use super::{Plan, Reason, reject};
-use crate::error::ErrorCode;
+use crate::access::{Decision, Identity};
+use crate::error::{ErrorCode, Rejection};
 use crate::input::{RequestKind, StateChangeRequest};
 use crate::name::{ResourceKind, validate};
 use crate::snapshot::Snapshot;
@@ -12,7 +13,12 @@ use crate::transition::{
     MODEL_EDGES, PACKAGE_EDGES, is_documented_model_edge, is_documented_package_edge,
 };
 
-pub(super) fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest, now: i64) -> Plan {
+pub(super) fn plan_request<'a>(
+    s: &'a Snapshot,
+    request: &'a StateChangeRequest,
+    caller: Option<&Identity>,
+    now: i64,
+) -> Plan {
     // WIRE-PROTOCOL: the shape of the request is checked before the record.
     let kind = match request.kind {
         RequestKind::Unspecified => {
@@ -135,23 +141,35 @@ pub(super) fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest,
     let mut cascade = Cascade::new(s, now);
     let detail = match (from, target) {
         (AnyState::Scenario(f), AnyState::Scenario(t)) => {
-            match s.config.scenario_policy.check(f, t, &request.source) {
-                Ok(edge) => {
-                    cascade.push(
-                        kind,
-                        name,
-                        s.state(kind, name),
-                        Some(target),
-                        Reason::Requested,
-                    );
-                    format!("; {}: {}", edge.event, edge.action)
-                }
+            let scenarios = &s.config.scenario_policy;
+            // With an access policy, the caller's identity replaces the
+            // self-declared source (STATE-MACHINES §4).
+            let checked = match &s.config.access {
+                Some(_) => scenarios.check_edge(f, t),
+                None => scenarios.check(f, t, &request.source),
+            };
+            let edge = match checked {
+                Ok(edge) => edge,
                 Err(rejection) => return Plan::rejected(rejection),
+            };
+            if let Err(denied) = authorize(s, caller, kind, name, from, target) {
+                return Plan::rejected(denied);
             }
+            cascade.push(
+                kind,
+                name,
+                s.state(kind, name),
+                Some(target),
+                Reason::Requested,
+            );
+            format!("; {}: {}", edge.event, edge.action)
         }
         (AnyState::Model(f), AnyState::Model(t)) => {
             if !is_documented_model_edge(f, t) {
                 return undocumented(kind, name, from, target, allowed_next(MODEL_EDGES, f));
+            }
+            if let Err(denied) = authorize(s, caller, kind, name, from, target) {
+                return Plan::rejected(denied);
             }
             cascade.set_model(name, Some(t), Reason::Requested);
             cascade.evaluate_packages(s.topology.packages_of(name).map(String::as_str));
@@ -160,6 +178,9 @@ pub(super) fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest,
         (AnyState::Package(f), AnyState::Package(t)) => {
             if !is_documented_package_edge(f, t) {
                 return undocumented(kind, name, from, target, allowed_next(PACKAGE_EDGES, f));
+            }
+            if let Err(denied) = authorize(s, caller, kind, name, from, target) {
+                return Plan::rejected(denied);
             }
             cascade.set_package(name, t, Reason::Requested);
             String::new()
@@ -171,6 +192,37 @@ pub(super) fn plan_request<'a>(s: &'a Snapshot, request: &'a StateChangeRequest,
         Vec::new(),
         None,
     )
+}
+
+/// The access policy's decision on the edge `from -> to` for `caller`,
+/// when one is configured: a denial is PERMISSION_DENIED with the
+/// decision's message, and the rule (or "default deny") in the details.
+fn authorize(
+    s: &Snapshot,
+    caller: Option<&Identity>,
+    kind: ResourceKind,
+    name: &str,
+    from: AnyState,
+    to: AnyState,
+) -> Result<(), Rejection> {
+    let Some(policy) = &s.config.access else {
+        return Ok(());
+    };
+    let Some(caller) = caller else {
+        return Err(Rejection::new(
+            ErrorCode::PermissionDenied,
+            format!("unauthenticated: no identity may request {kind} '{name}' {from} -> {to}"),
+            "unauthenticated",
+        ));
+    };
+    match policy.transition(caller, kind, from, to) {
+        Decision::Allowed { .. } => Ok(()),
+        denied @ Decision::Denied { .. } => Err(Rejection::new(
+            ErrorCode::PermissionDenied,
+            denied.to_string(),
+            denied.rule_label(),
+        )),
+    }
 }
 
 fn allowed_next<S: PartialEq + Copy + std::fmt::Display>(edges: &[(S, S)], from: S) -> String {
