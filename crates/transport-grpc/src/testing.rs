@@ -14,6 +14,8 @@
 //! [`up`]: ActionControllerDouble::up
 //! [`url`]: ActionControllerDouble::url
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::{ActionError, ActionPort, Engine, ReconcileRequest};
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
-};
+use rcgen::{CertificateParams, DistinguishedName, SanType};
 use state_store::{MemoryStore, StateStore};
 use statemachine_core::{ErrorCode, ResourceKind};
 use tokio::io::AsyncReadExt;
@@ -20,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use transport_grpc::testing::ActionControllerDouble;
+use transport_grpc::testing::pki::{Ca, Files};
 use transport_grpc::tls::{self, ClientTls, ServerTls, ServerTlsFiles, TlsError};
 use transport_grpc::{
     ActionControllerClient, ActionControllerOptions, PeerCertificate, ServeError, ServeOptions,
@@ -29,118 +27,6 @@ use transport_grpc::{
 const FILTERGATEWAY: &str = "spiffe://piccolo/component/filtergateway";
 const NODEAGENT: &str = "spiffe://piccolo/nodeagent/n1";
 const STATEMANAGER: &str = "spiffe://piccolo/component/statemanager";
-
-/// A certificate authority.
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Self {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let key = KeyPair::generate().expect("key");
-        let pem = params.self_signed(&key).expect("self-signed").pem();
-        Self {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A certificate (PEM, with its DER) and key (PEM) this CA signed.
-    fn sign(&self, params: CertificateParams) -> Leaf {
-        let key = KeyPair::generate().expect("key");
-        let cert = params.signed_by(&key, &self.issuer).expect("signed");
-        Leaf {
-            pem: cert.pem(),
-            der: cert.der().to_vec(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    fn server(&self) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "statemanager");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign(params)
-    }
-
-    fn client(&self, uri: &str, common_name: &str) -> Leaf {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params
-            .subject_alt_names
-            .push(SanType::URI(uri.try_into().expect("an IA5 URI")));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        self.sign(params)
-    }
-}
-
-struct Leaf {
-    pem: String,
-    der: Vec<u8>,
-    key: String,
-}
-
-/// A directory of PEM files.
-struct Files(tempfile::TempDir);
-
-impl Files {
-    fn new() -> Self {
-        Self(tempfile::tempdir().expect("tempdir"))
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.0.path().join(name);
-        std::fs::write(&path, contents).expect("write");
-        path
-    }
-
-    /// `{name}.pem` and `{name}.key`.
-    fn leaf(&self, name: &str, leaf: &Leaf) -> (PathBuf, PathBuf) {
-        (
-            self.write(&format!("{name}.pem"), &leaf.pem),
-            self.write(&format!("{name}.key"), &leaf.key),
-        )
-    }
-
-    /// A client trusting `ca`, presenting `leaf` if any.
-    fn client(&self, name: &str, ca: &Ca, leaf: Option<&Leaf>) -> ClientTls {
-        let (cert, key) = match leaf {
-            Some(leaf) => {
-                let (cert, key) = self.leaf(name, leaf);
-                (Some(cert), Some(key))
-            }
-            None => (None, None),
-        };
-        ClientTls {
-            ca: Some(self.write(&format!("{name}-ca.pem"), &ca.pem)),
-            cert,
-            key,
-            domain: None,
-        }
-    }
-
-    /// The server's files: its certificate from `ca`, and `client_ca` if
-    /// clients must authenticate.
-    fn server(&self, ca: &Ca, client_ca: Option<&Ca>) -> ServerTlsFiles {
-        let (cert, key) = self.leaf("server", &ca.server());
-        ServerTlsFiles {
-            cert,
-            key,
-            client_ca: client_ca.map(|ca| self.write("client-ca.pem", &ca.pem)),
-        }
-    }
-}
 
 /// The StateManager served over TLS on 127.0.0.1:0 (engine on a
 /// `MemoryStore`, scenario `s1` defined).
@@ -518,7 +404,7 @@ async fn the_action_controller_client_speaks_mutual_tls_and_the_server_sees_its_
 fn bad_server_files_are_errors_that_name_the_file() {
     let (ca, other, files) = (Ca::new("piccolo-ca"), Ca::new("other-ca"), Files::new());
     let good = files.server(&ca, Some(&ca));
-    let missing = files.0.path().join("missing.pem");
+    let missing = files.path().join("missing.pem");
     let not_pem = files.write("not-pem.txt", "hello\n");
     let broken = files.write("broken.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n");
     let (_, other_key) = files.leaf("other", &other.server());
@@ -618,7 +504,7 @@ async fn bad_client_settings_are_errors_that_name_the_file() {
         "{error}"
     );
 
-    let missing = files.0.path().join("no-ca.pem");
+    let missing = files.path().join("no-ca.pem");
     let options = ActionControllerOptions {
         tls: Some(ClientTls {
             ca: Some(missing.clone()),
