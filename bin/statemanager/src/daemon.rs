@@ -16,11 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
-use transport_grpc::{ActionControllerClient, ServeError};
+use transport_grpc::{ActionControllerClient, ClientTls, ServeError, ServerTls, ServerTlsFiles};
 
 use crate::config::{Settings, StoreSettings};
 use crate::metrics;
-use crate::signals::Signals;
+use crate::signals::{Event, Signals};
 
 /// How often the daemon checks that the engine still runs.
 const ENGINE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -38,8 +38,29 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
 
+    let tls = match &settings.tls {
+        Some(files) => Some(
+            ServerTls::load(ServerTlsFiles {
+                cert: files.cert.clone(),
+                key: files.key.clone(),
+                client_ca: files.client_ca.clone(),
+            })
+            .context("loading the gRPC server's TLS files")?,
+        ),
+        None => None,
+    };
     let (store, etcd) = open_store(&settings.store).await?;
-    let action = ActionControllerClient::new(&settings.action_controller, &settings.action)
+    let mut action_options = settings.action.clone();
+    let ac_tls = &settings.action_controller_tls;
+    if ac_tls.ca.is_some() || ac_tls.cert.is_some() {
+        action_options.tls = Some(ClientTls {
+            ca: ac_tls.ca.clone(),
+            cert: ac_tls.cert.clone(),
+            key: ac_tls.key.clone(),
+            domain: None,
+        });
+    }
+    let action = ActionControllerClient::new(&settings.action_controller, &action_options)
         .context("building the ActionController client")?;
     info!(
         "ActionController at {} (reconcile requests wait in the outbox while it is down)",
@@ -85,11 +106,19 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
 
     let grpc_address = local_address(&grpc_listener)?;
+    if settings.tls.is_none() && !grpc_address.ip().is_loopback() {
+        warn!(
+            "serving plaintext gRPC on {grpc_address}: callers are neither authenticated nor \
+             encrypted; give --tls-cert, --tls-key and --tls-client-ca (docs/security.md)"
+        );
+    }
     let mut grpc_stop = stop_rx.clone();
+    let mut serve_options = settings.serve.clone();
+    serve_options.tls = tls.clone();
     let mut grpc: JoinHandle<Result<(), ServeError>> = tokio::spawn(transport_grpc::serve(
         handle.clone(),
         grpc_listener,
-        settings.serve.clone(),
+        serve_options,
         async move {
             let _ = grpc_stop.wait_for(|stop| *stop).await;
         },
@@ -99,10 +128,13 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut check = tokio::time::interval(ENGINE_CHECK_INTERVAL);
     let outcome: anyhow::Result<()> = loop {
         tokio::select! {
-            signal = signals.recv() => {
-                info!("received {signal}: shutting down (a second signal stops waiting)");
-                break Ok(());
-            }
+            event = signals.next() => match event {
+                Event::Stop(signal) => {
+                    info!("received {signal}: shutting down (a second signal stops waiting)");
+                    break Ok(());
+                }
+                Event::Hangup => reload(tls.as_ref()),
+            },
             served = &mut grpc => {
                 break Err(match served {
                     Ok(Ok(())) => anyhow::anyhow!("the gRPC server stopped unexpectedly"),
@@ -165,6 +197,18 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         info!("stopped");
     }
     outcome
+}
+
+/// SIGHUP: the server's certificate, key and client CA are read again; new
+/// connections use them. A failed reload keeps the old ones.
+fn reload(tls: Option<&ServerTls>) {
+    match tls {
+        Some(tls) => match tls.reload() {
+            Ok(()) => info!("received SIGHUP: TLS files reloaded; new connections use them"),
+            Err(error) => error!("received SIGHUP: TLS files not reloaded, the old ones stay in use: {error}"),
+        },
+        None => info!("received SIGHUP: nothing to reload (TLS is off)"),
+    }
 }
 
 fn local_address(listener: &TcpListener) -> anyhow::Result<SocketAddr> {

@@ -1,5 +1,6 @@
 //! SIGINT and SIGTERM, as a stream the daemon can wait on more than once (a
-//! second signal during the shutdown stops the waiting).
+//! second signal during the shutdown stops the waiting), and SIGHUP, which
+//! asks for the certificates to be read again.
 
 /// The installed handlers.
 pub struct Signals {
@@ -7,6 +8,8 @@ pub struct Signals {
     interrupt: tokio::signal::unix::Signal,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hangup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -18,6 +21,7 @@ impl Signals {
             Ok(Self {
                 interrupt: signal(SignalKind::interrupt())?,
                 terminate: signal(SignalKind::terminate())?,
+                hangup: signal(SignalKind::hangup())?,
             })
         }
         #[cfg(not(unix))]
@@ -43,4 +47,29 @@ impl Signals {
             }
         }
     }
+
+    /// Waits for the next stop signal or SIGHUP.
+    pub async fn next(&mut self) -> Event {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Event::Stop("SIGINT"),
+                _ = self.terminate.recv() => Event::Stop("SIGTERM"),
+                Some(()) = self.hangup.recv() => Event::Hangup,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            Event::Stop(self.recv().await)
+        }
+    }
+}
+
+/// What [`Signals::next`] received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// SIGINT or SIGTERM (named): shut down.
+    Stop(&'static str),
+    /// SIGHUP: read the certificates again.
+    Hangup,
 }
