@@ -19,6 +19,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -26,6 +27,7 @@ use clap::builder::BoolishValueParser;
 use engine::{EngineConfig, HealingConfig};
 use pullpiri_kv::{BridgeConfig, ParseValueFormatError, ValueFormat};
 use serde::Deserialize;
+use statemachine_core::access::{Policy, PolicyFile};
 use statemachine_core::healing::{
     IssueRules, IssueType, RecoveryAction, Strategy, StrategyError, StrategyTable,
 };
@@ -714,6 +716,14 @@ impl Options {
                  --action-controller URL, not '{action_controller}'"
             );
         }
+        let mutual_tls = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        engine.core.access = match (&self.policy, mutual_tls) {
+            (Some(path), _) => Some(Arc::new(read_policy(path)?)),
+            (None, true) => Some(Arc::new(Policy::default_for_sources(
+                &engine.core.scenario_policy,
+            ))),
+            (None, false) => None,
+        };
         let action_controller_tls = ActionControllerTls {
             ca: self.action_controller_ca,
             cert: self.action_controller_cert,
@@ -1332,6 +1342,16 @@ impl<'de> Deserialize<'de> for ReconcileOn {
     }
 }
 
+/// Reads and checks the `--policy` file (docs/security.md).
+pub fn read_policy(path: &Path) -> anyhow::Result<Policy> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the policy file {}", path.display()))?;
+    let file: PolicyFile = toml::from_str(&text)
+        .with_context(|| format!("the policy file {} is not valid", path.display()))?;
+    Policy::try_from(file)
+        .with_context(|| format!("the policy file {} is not valid", path.display()))
+}
+
 /// `--pullpiri-kv-values`: `upstream` or `canonical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvValues(pub ValueFormat);
@@ -1584,15 +1604,21 @@ mod tests {
         let settings = resolve(&[], "").unwrap();
         assert_eq!((settings.tls, settings.policy), (None, None));
 
-        let settings = resolve(
-            &[
-                "--tls-cert=/c.pem",
-                "--tls-key=/k.pem",
-                "--tls-client-ca=/ca.pem",
-            ],
-            "policy = \"/etc/sm/policy.toml\"",
+        let dir = tempfile::tempdir().unwrap();
+        let policy = dir.path().join("policy.toml");
+        std::fs::write(
+            &policy,
+            "[[rule]]\nname = \"readers\"\nidentities = [\"*\"]\nread = true\n",
         )
         .unwrap();
+        let mutual = [
+            "--tls-cert=/c.pem",
+            "--tls-key=/k.pem",
+            "--tls-client-ca=/ca.pem",
+        ];
+        let settings = resolve(&mutual, &format!("policy = \"{}\"", policy.display())).unwrap();
+        let access = settings.engine.core.access.as_ref().expect("a policy");
+        assert_eq!(access.rules().len(), 1);
         assert_eq!(
             settings.tls,
             Some(TlsSettings {
@@ -1601,7 +1627,26 @@ mod tests {
                 client_ca: Some("/ca.pem".into()),
             })
         );
-        assert_eq!(settings.policy, Some("/etc/sm/policy.toml".into()));
+        assert_eq!(settings.policy, Some(policy.clone()));
+
+        // Mutual TLS without a file: the default policy; TLS alone: none.
+        assert!(resolve(&mutual, "").unwrap().engine.core.access.is_some());
+        let server_only = resolve(&["--tls-cert=/c.pem", "--tls-key=/k.pem"], "").unwrap();
+        assert!(server_only.engine.core.access.is_none());
+
+        std::fs::write(
+            &policy,
+            "[[rule]]\nname = \"x\"\nidentities = [\"*\"]\nwrite = true\n",
+        )
+        .unwrap();
+        let flag = format!("--policy={}", policy.display());
+        let mut args = mutual.to_vec();
+        args.push(&flag);
+        let message = format!("{:#}", resolve(&args, "").unwrap_err());
+        assert!(
+            message.contains(&policy.display().to_string()) && message.contains("write"),
+            "{message}"
+        );
 
         assert!(error(&["--tls-cert=/c.pem"]).contains("--tls-cert and --tls-key go together"));
         assert!(error(&["--tls-client-ca=/ca.pem"]).contains("needs --tls-cert and --tls-key"));
