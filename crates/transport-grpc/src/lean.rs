@@ -295,6 +295,9 @@ impl tonic::server::UnaryService<LeanContainerList> for ReportMethod {
         let service = self.0.clone();
         let within = crate::server::caller_deadline(request.metadata());
         Box::pin(async move {
+            // SECURITY: with an access policy, the caller may report only
+            // the nodes its identity allows (nothing is applied otherwise).
+            service.authorize_report(&request, &request.get_ref().report.node)?;
             service
                 .report(request.into_inner().into_report(), within)
                 .await

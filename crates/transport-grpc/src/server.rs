@@ -14,7 +14,7 @@ use std::time::Duration;
 use engine::EngineHandle;
 use engine::{Delivery, Subscription};
 use futures::Stream;
-use statemachine_core::NodeReport;
+use statemachine_core::{MethodClass, NodeReport};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -23,12 +23,14 @@ use tracing::{debug, info, warn};
 
 use crate::convert;
 use crate::lean::WithLeanReports;
+use crate::peer::PeerCertificate;
 use crate::proto::monitoringserver as ms;
 use crate::proto::statemanager as sm;
 use crate::proto::statemanager::state_manager_connection_server::{
     StateManagerConnection, StateManagerConnectionServer,
 };
 
+mod access;
 mod healing;
 
 pub use healing::HEALTH_WAIT;
@@ -177,13 +179,29 @@ impl StateManagerConnection for StateManagerService {
         request: Request<sm::StateChange>,
     ) -> Result<Response<sm::StateChangeResponse>, Status> {
         let within = caller_deadline(request.metadata());
-        let request = convert::state_change_request(request.into_inner());
+        let (_, extensions, message) = request.into_parts();
+        let mut request = convert::state_change_request(message);
         debug!(
             name = %request.name.escape_debug(),
             target = %request.target_state.escape_debug(),
             "state change requested"
         );
-        let answer = self.engine.change_state_within(request, within).await;
+        let resource = access::change_resource(&request);
+        let peer = extensions.get::<PeerCertificate>();
+        let caller = match self.authorize_change(peer, &mut request.source, &resource) {
+            Ok(caller) => caller,
+            Err(denial) => {
+                return Ok(Response::new(convert::state_change_response(
+                    denial.change_answer(request.transition_id),
+                    engine::wall_clock_ns(),
+                )));
+            }
+        };
+        let answer = self
+            .engine
+            .change_state_by(request, caller.clone(), within)
+            .await;
+        self.audit_change(caller.as_ref(), &resource, &answer);
         Ok(Response::new(convert::state_change_response(
             answer,
             engine::wall_clock_ns(),
@@ -197,6 +215,7 @@ impl StateManagerConnection for StateManagerService {
         // Served by `crate::lean` in `serve`; this path remains for callers
         // of the generated server.
         let within = caller_deadline(request.metadata());
+        self.authorize_report(&request, &request.get_ref().node_name)?;
         self.report(convert::node_report(request.into_inner()), within)
             .await
     }
@@ -206,6 +225,7 @@ impl StateManagerConnection for StateManagerService {
         request: Request<sm::Action>,
     ) -> Result<Response<sm::Response>, Status> {
         // Legacy: Pullpiri only logs it.
+        self.gate(&request, "SendAction", MethodClass::Read, "")?;
         let action = request.into_inner().action;
         info!(action = %action.escape_debug(), "legacy SendAction received");
         Ok(Response::new(sm::Response {
@@ -217,6 +237,13 @@ impl StateManagerConnection for StateManagerService {
         &self,
         request: Request<sm::OffloadingRequest>,
     ) -> Result<Response<sm::OffloadingResponse>, Status> {
+        let resource = format!("package/{}", request.get_ref().package_name);
+        self.gate(
+            &request,
+            "TriggerOffloading",
+            MethodClass::Offload,
+            &resource,
+        )?;
         let request = convert::offload_request(request.into_inner());
         let result = self.engine.offload(request).await;
         convert::offloading_response(result).map(Response::new)
@@ -227,6 +254,8 @@ impl StateManagerConnection for StateManagerService {
         request: Request<sm::ResourceStateRequest>,
     ) -> Result<Response<sm::ResourceStateResponse>, Status> {
         let deadline = caller_deadline(request.metadata()).map(|d| tokio::time::Instant::now() + d);
+        let resource = request.get_ref().resource_name.clone();
+        self.gate(&request, "GetResourceState", MethodClass::Read, &resource)?;
         let request = request.into_inner();
         let kind = convert::query_kind(request.resource_type)?;
         convert::query_name(&request.resource_name)?;
@@ -259,6 +288,7 @@ impl StateManagerConnection for StateManagerService {
         &self,
         request: Request<sm::ListResourcesByStateRequest>,
     ) -> Result<Response<sm::ListResourcesByStateResponse>, Status> {
+        self.gate(&request, "ListResourcesByState", MethodClass::Read, "")?;
         let request = request.into_inner();
         let kind = convert::query_kind(request.resource_type)?;
         let limit = convert::limit(request.limit, "limit")?;
@@ -296,6 +326,13 @@ impl StateManagerConnection for StateManagerService {
         &self,
         request: Request<sm::ResourceStateHistoryRequest>,
     ) -> Result<Response<sm::ResourceStateHistoryResponse>, Status> {
+        let resource = request.get_ref().resource_name.clone();
+        self.gate(
+            &request,
+            "GetResourceStateHistory",
+            MethodClass::Read,
+            &resource,
+        )?;
         let request = request.into_inner();
         let kind = convert::query_kind(request.resource_type)?;
         convert::query_name(&request.resource_name)?;
@@ -393,6 +430,7 @@ impl StateManagerConnection for StateManagerService {
         &self,
         request: Request<sm::StateChangeSubscriptionRequest>,
     ) -> Result<Response<Self::SubscribeToStateChangesStream>, Status> {
+        self.gate(&request, "SubscribeToStateChanges", MethodClass::Read, "")?;
         let filter = convert::event_filter(request.get_ref())?;
         // WIRE-PROTOCOL: registered before the response headers are sent, so
         // every change committed after the client has them is delivered.

@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use engine::EngineError;
-use statemachine_core::ResourceKind;
+use statemachine_core::{ErrorCode, MethodClass, ResourceKind};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{debug, info};
@@ -78,6 +78,19 @@ impl StateManagerService {
         request: Request<sm::ForceSynchronizationRequest>,
     ) -> Result<Response<sm::ForceSynchronizationResponse>, Status> {
         let deadline = caller_deadline(request.metadata());
+        let resource = request.get_ref().resource_name.clone();
+        let class = MethodClass::Recovery;
+        if let Err(denial) = self.authorize_call(&request, "ForceSynchronization", class, &resource)
+        {
+            // Answered in its error_code, as every outcome of this method.
+            return Ok(Response::new(sm::ForceSynchronizationResponse {
+                message: denial.message,
+                timestamp_ns: engine::wall_clock_ns(),
+                error_code: convert::error_code(ErrorCode::PermissionDenied) as i32,
+                error_details: denial.rule,
+                ..Default::default()
+            }));
+        }
         let (kind, name, deep) = convert::sync_target(request.get_ref())?;
         info!(%kind, name = %name, deep, "forced synchronization requested");
         let answer = self.engine.force_sync(kind, &name, deep, deadline).await;
@@ -92,6 +105,13 @@ impl StateManagerService {
         request: Request<sm::TriggerRecoveryRequest>,
     ) -> Result<Response<sm::RecoveryResponse>, Status> {
         let deadline = caller_deadline(request.metadata());
+        let resource = request.get_ref().resource_name.clone();
+        self.gate(
+            &request,
+            "TriggerRecovery",
+            MethodClass::Recovery,
+            &resource,
+        )?;
         let request = convert::trigger_request(request.into_inner())?;
         info!(kind = %request.kind, name = %request.name, force = request.force, "recovery triggered");
         let answer = within(
@@ -108,6 +128,8 @@ impl StateManagerService {
         request: Request<sm::AbortRecoveryRequest>,
     ) -> Result<Response<sm::RecoveryResponse>, Status> {
         let deadline = caller_deadline(request.metadata());
+        let resource = request.get_ref().resource_name.clone();
+        self.gate(&request, "AbortRecovery", MethodClass::Recovery, &resource)?;
         let (target, reason) = convert::abort_target(request.get_ref())?;
         info!(?target, "recovery abort requested");
         let answer = within(
@@ -124,6 +146,8 @@ impl StateManagerService {
         request: Request<sm::RecoveryStatusRequest>,
     ) -> Result<Response<sm::RecoveryStatusResponse>, Status> {
         let deadline = caller_deadline(request.metadata());
+        let resource = request.get_ref().resource_name.clone();
+        self.gate(&request, "GetRecoveryStatus", MethodClass::Read, &resource)?;
         let target = convert::status_target(request.get_ref())?;
         match within(deadline, "", self.engine.recovery_status(target)).await? {
             Ok(view) => Ok(Response::new(sm::RecoveryStatusResponse {
@@ -145,6 +169,13 @@ impl StateManagerService {
         request: Request<sm::AcknowledgeAlertRequest>,
     ) -> Result<Response<sm::AlertResponse>, Status> {
         let deadline = caller_deadline(request.metadata());
+        let resource = format!("alert/{}", request.get_ref().alert_id);
+        self.gate(
+            &request,
+            "AcknowledgeAlert",
+            MethodClass::Recovery,
+            &resource,
+        )?;
         let request = request.into_inner();
         convert::acknowledgement(&request)?;
         let answer = within(
@@ -173,6 +204,7 @@ impl StateManagerService {
         request: Request<sm::GetPendingAlertsRequest>,
     ) -> Result<Response<sm::GetPendingAlertsResponse>, Status> {
         let deadline = caller_deadline(request.metadata());
+        self.gate(&request, "GetPendingAlerts", MethodClass::Read, "")?;
         let query = convert::alert_query(request.get_ref())?;
         let page = within(deadline, "", self.engine.pending_alerts(query))
             .await?
@@ -185,6 +217,8 @@ impl StateManagerService {
         request: Request<sm::StateDiff>,
     ) -> Result<Response<sm::StateDiffResponse>, Status> {
         let deadline = caller_deadline(request.metadata());
+        let resource = request.get_ref().resource_name.clone();
+        self.gate(&request, "SendStateDiff", MethodClass::Recovery, &resource)?;
         let diff = convert::state_diff(request.into_inner())?;
         debug!(kind = %diff.kind, name = %diff.name, "state diff received");
         let answer = within(
