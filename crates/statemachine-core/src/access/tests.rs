@@ -593,3 +593,43 @@ fn the_default_follows_the_scenario_table() {
     assert!(!strict.call(&fg(), MethodClass::Recovery).is_allowed());
     assert!(!strict.call(&n1, MethodClass::Recovery).is_allowed());
 }
+
+mod never_panic {
+    use proptest::prelude::*;
+
+    use super::super::file::{identity_pattern, transition_pattern};
+    use super::*;
+
+    proptest! {
+        /// R4: any URI list, pattern or transition text gives an answer.
+        #[test]
+        fn parsers_answer_any_text(
+            uris in proptest::collection::vec(".{0,60}", 0..4),
+            text in ".{0,60}",
+            domain in "[a-z.]{0,12}",
+        ) {
+            let _ = Identity::from_san_uris(&uris, &domain);
+            let _ = identity_pattern(&text);
+            let _ = transition_pattern(&text);
+            let prefixed = format!("spiffe://piccolo/{text}");
+            if let Ok(id) = Identity::from_san_uris(&[prefixed], "piccolo") {
+                prop_assert!(!id.component.is_empty());
+            }
+        }
+
+        /// Any transition of the example's vocabulary parses or names its rule.
+        #[test]
+        fn rule_files_answer_any_values(
+            kind in "(scenario|Package|model|volume|)",
+            from in "(Idle|waiting|\\*|RUNNING|x|)",
+            to in "(Completed|\\*|Dead|error| )",
+        ) {
+            let file = format!(
+                "[[rule]]\nname = \"r\"\nidentities = [\"*\"]\ntransitions = [\"{kind}: {from} -> {to}\"]"
+            );
+            if let Err(error) = toml::from_str::<Policy>(&file) {
+                prop_assert!(error.to_string().contains("'r'"), "{}", error);
+            }
+        }
+    }
+}
