@@ -24,7 +24,11 @@ impl PeerCertificate {
     /// `PeerCertificate` put into the request's extensions directly (by a
     /// test, or a layer of one's own) takes precedence over the connection's.
     pub fn of<T>(request: &tonic::Request<T>) -> Option<&PeerCertificate> {
-        let extensions = request.extensions();
+        Self::in_extensions(request.extensions())
+    }
+
+    /// [`PeerCertificate::of`] for a request already taken apart.
+    pub fn in_extensions(extensions: &tonic::Extensions) -> Option<&PeerCertificate> {
         extensions.get::<PeerCertificate>().or_else(|| {
             extensions
                 .get::<crate::tls::TlsConnectionInfo>()?

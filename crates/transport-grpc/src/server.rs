@@ -187,7 +187,7 @@ impl StateManagerConnection for StateManagerService {
             "state change requested"
         );
         let resource = access::change_resource(&request);
-        let peer = extensions.get::<PeerCertificate>();
+        let peer = PeerCertificate::in_extensions(&extensions);
         let caller = match self.authorize_change(peer, &mut request.source, &resource) {
             Ok(caller) => caller,
             Err(denial) => {

@@ -12,7 +12,7 @@ impl Policy {
     /// when `scenario.allow_rearm`) for the components its row names, one
     /// rule per component; direct model and package sets for the
     /// ActionController; own-node reports for every NodeAgent; recovery
-    /// for `operator` and `policymanager`, offloading for `operator`; reads
+    /// and offloading for `operator` and `policymanager`; reads
     /// for every authenticated identity. Trust domain `piccolo`.
     pub fn default_for_sources(scenario: &ScenarioPolicy) -> Policy {
         let rearm: &[_] = if scenario.allow_rearm {
@@ -76,6 +76,8 @@ impl Policy {
             vec![IdentityPattern::Component("policymanager".to_owned())],
         );
         policymanager.recovery = true;
+        // Upstream's PolicyManager is the caller of TriggerOffloading.
+        policymanager.offload = true;
         rules.push(policymanager);
 
         let mut readers = Rule::new("readers", vec![IdentityPattern::Any]);

@@ -95,11 +95,10 @@
 //!   no other component sets them, and models are re-derived from the next
 //!   node report anyway;
 //! - node reports by every NodeAgent for its own node (rule `nodeagents`);
-//! - the recovery methods for `component/operator` (a person's tool, e.g.
-//!   smctl) and `component/policymanager` (which decides what may happen to
-//!   a scenario's package); offloading, which moves workloads between nodes,
-//!   for `component/operator` only (rules `operators`,
-//!   `policymanager-recovery`);
+//! - the recovery methods and offloading for `component/operator` (a
+//!   person's tool, e.g. smctl) and `component/policymanager` (which decides
+//!   what may happen to a scenario's package, and is upstream's caller of
+//!   TriggerOffloading) (rules `operators`, `policymanager-recovery`);
 //! - the read methods for every authenticated identity (rule `readers`).
 //!
 //! The ApiServer gets reads only: it writes definitions to the store, and

@@ -589,7 +589,10 @@ fn the_default_follows_the_scenario_table() {
     assert!(strict.call(&operator, MethodClass::Recovery).is_allowed());
     assert!(strict.call(&operator, MethodClass::Offload).is_allowed());
     assert!(strict.call(&pm, MethodClass::Recovery).is_allowed());
-    assert!(!strict.call(&pm, MethodClass::Offload).is_allowed());
+    assert!(
+        strict.call(&pm, MethodClass::Offload).is_allowed(),
+        "upstream's caller of TriggerOffloading"
+    );
     assert!(!strict.call(&fg(), MethodClass::Recovery).is_allowed());
     assert!(!strict.call(&n1, MethodClass::Recovery).is_allowed());
 }
