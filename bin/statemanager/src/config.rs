@@ -1598,6 +1598,25 @@ mod tests {
         );
     }
 
+    /// docs/security.md writes the default policy out as a file: it must
+    /// say what the code does.
+    #[test]
+    fn the_default_policy_in_docs_security_md_is_the_one_in_force() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/security.md"),
+        )
+        .unwrap();
+        let (_, after) = doc
+            .split_once("With mutual TLS and no `--policy`, this default applies")
+            .expect("the default policy's section");
+        let (_, block) = after.split_once("```toml\n").expect("its TOML block");
+        let (block, _) = block.split_once("```").expect("the block's end");
+        let file: PolicyFile = toml::from_str(block).unwrap();
+        let documented = Policy::try_from(file).unwrap();
+        let in_force = Policy::default_for_sources(&Default::default());
+        assert_eq!(documented, in_force);
+    }
+
     #[test]
     fn tls_and_the_policy_are_checked_together() {
         let error = |args: &[&str]| resolve(args, "").unwrap_err().to_string();

@@ -205,7 +205,9 @@ fn reload(tls: Option<&ServerTls>) {
     match tls {
         Some(tls) => match tls.reload() {
             Ok(()) => info!("received SIGHUP: TLS files reloaded; new connections use them"),
-            Err(error) => error!("received SIGHUP: TLS files not reloaded, the old ones stay in use: {error}"),
+            Err(error) => {
+                error!("received SIGHUP: TLS files not reloaded, the old ones stay in use: {error}")
+            }
         },
         None => info!("received SIGHUP: nothing to reload (TLS is off)"),
     }

@@ -22,6 +22,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use pullpiri_kv::{BridgeStats, BridgeStatsSnapshot};
 use statemachine_core::ResourceKind;
+use statemachine_core::access::MethodClass;
 use statemachine_core::alert::AlertSeverity;
 use statemachine_core::healing::{Phase, RecoveryAction};
 use store_etcd::EtcdStore;
@@ -298,6 +299,18 @@ pub fn render(sources: &Sources) -> String {
         sources.store_kind
     );
 
+    let denied: Vec<(&str, u64)> = MethodClass::ALL
+        .iter()
+        .map(|class| (class.as_str(), m.denied(*class)))
+        .collect();
+    labelled(
+        &mut out,
+        "denied_total",
+        "counter",
+        "Calls the access policy denied (mutual TLS), by method class; each is also an audit log line.",
+        "method",
+        &denied,
+    );
     healing(&mut out, m);
     if let Some(bridge) = &sources.bridge {
         pullpiri_kv(&mut out, &bridge.snapshot());

@@ -169,6 +169,11 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no sample '{name}' on /metrics:\n{answer}"))
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything the daemon printed so far.
     pub fn output(&self) -> String {
         self.output.lock().expect("output lock").clone()
