@@ -1617,6 +1617,25 @@ mod tests {
         assert_eq!(documented, in_force);
     }
 
+    /// The etcd password never shows: not in the settings the daemon may
+    /// log, not in `--help` (the binary's test checks the environment).
+    #[test]
+    fn the_etcd_password_is_never_shown() {
+        let settings = resolve(
+            &[
+                "--etcd-endpoints=http://a:2379",
+                "--etcd-user=u",
+                "--etcd-password=hunter2-secret",
+            ],
+            "",
+        )
+        .unwrap();
+        let shown = format!("{settings:?} {settings:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        let options = format!("{:?}", cli(&["--etcd-password=hunter2-secret"]));
+        assert!(!options.contains("hunter2"), "{options}");
+    }
+
     #[test]
     fn tls_and_the_policy_are_checked_together() {
         let error = |args: &[&str]| resolve(args, "").unwrap_err().to_string();

@@ -737,6 +737,19 @@ async fn sigterm_shuts_the_daemon_down_with_exit_code_0_even_with_a_subscriber_c
     );
 }
 
+#[test]
+fn help_hides_the_etcd_password_given_in_the_environment() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_statemanager"))
+        .arg("--help")
+        .env("STATEMANAGER_ETCD_PASSWORD", "hunter2-secret")
+        .output()
+        .expect("statemanager --help runs");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--etcd-password"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}
+
 /// The daemon's flags for the embedded store in `dir` (no store flag: the
 /// default).
 fn embedded_args(dir: &std::path::Path, action_controller: &str) -> Vec<String> {

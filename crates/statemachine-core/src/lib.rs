@@ -22,6 +22,7 @@
 //!   strategy ladder, the tracker's figures and the StateDiff planner;
 //! - [`access`]: caller identities from client certificates and the
 //!   per-edge authorization policy.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod access;
 pub mod alert;

@@ -16,6 +16,7 @@
 //! - [`proto`]: the code generated from `proto/*.proto` at build time.
 //!
 //! The engine never sees protobuf types: this crate translates at the edge.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod action_controller;
 pub mod client;

@@ -14,6 +14,10 @@
 //! [`up`]: ActionControllerDouble::up
 //! [`url`]: ActionControllerDouble::url
 
+// Test support: a double that cannot bind a loopback port has nothing to
+// fall back on, and says so loudly.
+#![allow(clippy::expect_used)]
+
 pub mod pki;
 
 use std::net::SocketAddr;
