@@ -106,11 +106,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     };
 
     let grpc_address = local_address(&grpc_listener)?;
-    if settings.tls.is_none() && !grpc_address.ip().is_loopback() {
-        warn!(
-            "serving plaintext gRPC on {grpc_address}: callers are neither authenticated nor \
-             encrypted; give --tls-cert, --tls-key and --tls-client-ca (docs/security.md)"
-        );
+    if let Some(warning) = plaintext_warning(grpc_address, settings.tls.is_some()) {
+        warn!("{warning}");
     }
     let mut grpc_stop = stop_rx.clone();
     let mut serve_options = settings.serve.clone();
@@ -199,6 +196,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     outcome
 }
 
+/// The start-up warning for plaintext gRPC on an address other machines
+/// can reach.
+fn plaintext_warning(address: SocketAddr, tls: bool) -> Option<String> {
+    (!tls && !address.ip().is_loopback()).then(|| {
+        format!(
+            "serving plaintext gRPC on {address}: callers are neither authenticated nor \
+             encrypted; give --tls-cert, --tls-key and --tls-client-ca (docs/security.md)"
+        )
+    })
+}
+
 /// SIGHUP: the server's certificate, key and client CA are read again; new
 /// connections use them. A failed reload keeps the old ones.
 fn reload(tls: Option<&ServerTls>) {
@@ -273,5 +281,26 @@ async fn connect_etcd(config: &EtcdConfig) -> anyhow::Result<EtcdStore> {
             result.with_context(|| format!("etcd at {endpoints} is unreachable or refused us"))
         }
         Err(_) => bail!("etcd at {endpoints} did not answer within {limit:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_warns_only_off_loopback() {
+        let cases = [
+            ("0.0.0.0:47006", false, true),
+            ("10.0.0.5:47006", false, true),
+            ("[::]:47006", false, true),
+            ("127.0.0.1:47006", false, false),
+            ("[::1]:47006", false, false),
+            ("0.0.0.0:47006", true, false),
+        ];
+        for (address, tls, warns) in cases {
+            let warning = plaintext_warning(address.parse().unwrap(), tls);
+            assert_eq!(warning.is_some(), warns, "{address} tls={tls}");
+        }
     }
 }

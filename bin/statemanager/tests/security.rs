@@ -14,8 +14,9 @@ use tonic::Code;
 use transport_grpc::StateManagerClient;
 use transport_grpc::proto::statemanager as sm;
 use transport_grpc::proto::statemanager::{ErrorCode, ResourceType};
+use transport_grpc::testing::ActionControllerDouble;
 use transport_grpc::testing::pki::{Ca, Files};
-use transport_grpc::tls::ClientTls;
+use transport_grpc::tls::{ClientTls, ServerTls};
 
 /// The policy of docs/security.md, plus a dashboard that only reads (it is
 /// covered by `readers`).
@@ -260,12 +261,23 @@ async fn with_mutual_tls_and_a_policy_callers_are_held_to_their_identity_and_den
 }
 
 #[tokio::test]
-async fn a_client_without_a_certificate_or_from_another_ca_is_refused_and_sighup_reloads_the_server_certificate()
+async fn a_client_without_a_certificate_or_from_another_ca_is_refused_the_action_controller_is_reached_over_mtls_and_sighup_reloads_the_server_certificate()
  {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new();
     let server = pki.files.server(&pki.ca, Some(&pki.ca));
-    let ac = ActionController::start().await;
+    // The ActionController serves mutual TLS too; the daemon presents its
+    // own certificate to it.
+    let ac_files = Files::new();
+    let ac = ActionControllerDouble::start_with_tls(
+        ServerTls::load(ac_files.server(&pki.ca, Some(&pki.ca))).expect("the AC's TLS files"),
+    )
+    .await;
+    let (sm_cert, sm_key) = pki.files.leaf(
+        "statemanager",
+        &pki.ca
+            .client("spiffe://piccolo/component/statemanager", "statemanager"),
+    );
     let daemon = Daemon::start(
         &[
             "--listen",
@@ -282,6 +294,15 @@ async fn a_client_without_a_certificate_or_from_another_ca_is_refused_and_sighup
             &server.key.display().to_string(),
             "--tls-client-ca",
             &pki.files.path().join("client-ca.pem").display().to_string(),
+            "--action-controller-ca",
+            &pki.files
+                .write("ac-ca.pem", &pki.ca.pem)
+                .display()
+                .to_string(),
+            "--action-controller-cert",
+            &sm_cert.display().to_string(),
+            "--action-controller-key",
+            &sm_key.display().to_string(),
         ]
         .map(str::to_owned),
     )
@@ -322,9 +343,35 @@ async fn a_client_without_a_certificate_or_from_another_ca_is_refused_and_sighup
     assert!(refused, "a certificate from another CA is refused");
     // The default policy (no --policy) lets an identified caller read.
     let operator = pki.client("op", Some("spiffe://piccolo/component/operator"));
-    read(connect(&daemon, &operator).await)
+    let operator_client = connect(&daemon, &operator).await;
+    read(operator_client.clone())
         .await
         .expect("the operator reads");
+    // The operator may offload (default policy): the request reaches the
+    // ActionController over mutual TLS, with the daemon's identity.
+    let answer = operator_client
+        .raw()
+        .trigger_offloading(sm::OffloadingRequest {
+            scenario_name: "s".into(),
+            package_name: "p".into(),
+            model_name: "m1".into(),
+            source_node: "n1".into(),
+            target_node: "n2".into(),
+            policy_name: "thermal".into(),
+            reason: "too hot".into(),
+        })
+        .await
+        .expect("TriggerOffloading answers")
+        .into_inner();
+    assert!(answer.accepted, "{answer:?}");
+    assert_eq!(ac.offloads().len(), 1);
+    let peers = ac.peers();
+    assert!(
+        peers.iter().all(|peer| peer
+            .as_ref()
+            .is_some_and(|p| p.san_uris == ["spiffe://piccolo/component/statemanager"])),
+        "{peers:?}"
+    );
 
     // SIGHUP: a new server certificate from a new CA serves new connections.
     let next = Ca::new("PICCOLO CA 2");
