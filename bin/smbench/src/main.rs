@@ -8,6 +8,7 @@
 //! target/release/smbench w2            # P3: cascades, report -> durable
 //! target/release/smbench w3            # P4: quiet reports, zero etcd writes
 //! target/release/smbench w1 --store etcd,embedded   # W1 on etcd, then on the embedded store
+//! target/release/smbench w1 --tls plain,mtls        # W1 in plaintext, then over mutual TLS
 //! target/release/smbench memory        # P6: RSS with 10k models, 20k containers
 //! target/release/smbench startup       # P7: ready with >= 100k state keys
 //! target/release/smbench crash         # drill (R1, issue 17): kill -9 mid-cascade, no reconcile lost
@@ -27,7 +28,9 @@
 //! ActionController double and the daemon (`--daemon-bin`, default the
 //! `statemanager` next to this executable) with `--listen 127.0.0.1:0`; it
 //! learns the daemon's port from its `listening on` log line. All tasks share
-//! one gRPC channel and one etcd client. W3 encodes each node's report once
+//! one gRPC channel and one etcd client, except W1's, which share one
+//! channel per component they act as (FilterGateway, PolicyManager,
+//! ActionController). W3 encodes each node's report once
 //! and sends the same bytes (a NodeAgent encodes a report once; re-encoding
 //! 200 containers per call made the load generator, not the daemon, the
 //! bottleneck).
@@ -52,6 +55,20 @@
 //! crash and outage need etcd and refuse it (`all` runs them on etcd when it
 //! is listed).
 //!
+//! `--tls mtls` runs the daemon with mutual TLS (`--tls-cert --tls-key
+//! --tls-client-ca`): smbench makes a CA, a server certificate for
+//! 127.0.0.1 and client certificates in its working directory
+//! (`transport_grpc::testing::pki`), and every connection presents one. W1
+//! connects once per component it acts as (FilterGateway, PolicyManager,
+//! ActionController, in plaintext too), each with that component's
+//! certificate, under the daemon's default policy, which allows exactly
+//! W1's edges to the matching `source`s; W3 sends every node's reports over
+//! smbench's own connection, so its daemon gets a policy letting smbench's
+//! identity report for any node and read. Each W1 run also times 20 fresh
+//! connections (TCP and, with mTLS, the handshake) and their first call.
+//! `--tls plain,mtls` runs each workload both ways in turn, labelled
+//! `W1 c=64 [plain]`, `W1 c=64 [mtls]`. Only W1 and W3 take mtls.
+//!
 //! `--etcd URL` / `--daemon URL` use already-running ones instead; then a
 //! fresh etcd per run is the caller's job, reconcile counts are not checked
 //! and `memory`/`startup` (which need their own daemon process) refuse to run,
@@ -67,6 +84,7 @@ mod embedded;
 mod kv;
 mod memory;
 mod outage;
+mod pki;
 mod raw;
 mod report;
 mod rules;
@@ -88,6 +106,7 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use crate::context::MachineContext;
+use crate::pki::{Pki, Tls};
 use crate::report::{RunResult, WorkloadSummary};
 use crate::setup::{Common, Store};
 
@@ -106,6 +125,8 @@ use crate::setup::{Common, Store};
     target/release/smbench w1 --runs 3 --json w1.json\n  \
     target/release/smbench w1 --store etcd,embedded\n  \
     target/release/smbench w3 --store etcd,embedded\n  \
+    target/release/smbench w1 --tls plain,mtls\n  \
+    target/release/smbench w3 --tls mtls,plain --store etcd,embedded\n  \
     target/release/smbench w2 --rounds 100 --flip-fraction 0.25\n  \
     target/release/smbench w3 --w3-concurrency 4,16 --reports 8000\n  \
     target/release/smbench memory\n  \
@@ -149,6 +170,19 @@ struct Cli {
         default_value = "etcd"
     )]
     store: Vec<Store>,
+    /// How smbench talks to the daemon: `plain` (plaintext gRPC), or `mtls`
+    /// (mutual TLS with certificates made for this invocation in its working
+    /// directory; the daemon's default policy for W1, one letting smbench
+    /// report for every node for W3). A list (`plain,mtls`) runs each
+    /// workload both ways in turn. W1 and W3 only.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "plain"
+    )]
+    tls: Vec<Tls>,
     /// Seed of the W2/W3/memory/startup state draws and of crash's kill delays.
     #[arg(long, global = true, default_value_t = 42)]
     seed: u64,
@@ -293,6 +327,39 @@ fn stores(cli: &Cli) -> Result<Vec<Store>> {
     Ok(stores)
 }
 
+/// The transports `--tls` lists, each once, checked against the workload.
+fn transports(cli: &Cli) -> Result<Vec<Tls>> {
+    let mut transports: Vec<Tls> = Vec::new();
+    for &tls in &cli.tls {
+        if !transports.contains(&tls) {
+            transports.push(tls);
+        }
+    }
+    if transports.is_empty() {
+        transports.push(Tls::Plain);
+    }
+    if !transports.contains(&Tls::Mtls) {
+        return Ok(transports);
+    }
+    if cli.daemon.is_some() {
+        bail!(
+            "--tls mtls spawns its own daemon with certificates made for this run: it cannot be combined with --daemon"
+        );
+    }
+    if !matches!(cli.command, Workloads::All | Workloads::W1 | Workloads::W3) {
+        bail!(
+            "smbench {}: --tls mtls is not supported; only w1 and w3 run over mutual TLS",
+            cli.command.name()
+        );
+    }
+    if cli.command == Workloads::All && !transports.contains(&Tls::Plain) {
+        bail!(
+            "smbench all --tls mtls: w2, memory and startup run in plaintext only; give --tls plain,mtls to run them in plaintext and w1 and w3 both ways"
+        );
+    }
+    Ok(transports)
+}
+
 fn daemon_bin(given: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(bin) = given {
         return Ok(bin);
@@ -331,6 +398,7 @@ where
 
 async fn run(cli: Cli) -> Result<bool> {
     let stores = stores(&cli)?;
+    let transports = transports(&cli)?;
     let runs = cli
         .runs
         .unwrap_or(if cli.command == Workloads::All { 3 } else { 1 })
@@ -353,9 +421,21 @@ async fn run(cli: Cli) -> Result<bool> {
         session: format!("{:x}", stamp.as_millis() % 0xff_ffff),
         store: Store::Etcd,
         label_store: stores != [Store::Etcd],
+        tls: Tls::Plain,
+        label_tls: transports != [Tls::Plain],
+        pki: None,
+        reports_policy: false,
     };
-    // W2, memory, startup, crash and outage run on etcd only (`stores` refused
-    // them when etcd is not listed).
+    let common = if transports.contains(&Tls::Mtls) {
+        Common {
+            pki: Some(Pki::create(&workdir.join("pki"))?),
+            ..common
+        }
+    } else {
+        common
+    };
+    // W2, memory, startup, crash and outage run on etcd in plaintext only
+    // (`stores` and `transports` refused them otherwise).
     let etcd = common.on(Store::Etcd);
     if common.daemon.is_none() && !common.daemon_bin.exists() {
         bail!(
@@ -376,6 +456,14 @@ async fn run(cli: Cli) -> Result<bool> {
             names.join(", ")
         );
     }
+    if common.label_tls {
+        let names: Vec<&str> = transports.iter().map(|t| t.name()).collect();
+        println!(
+            "transports: {} (mtls: certificates in {}; raw baselines always plaintext etcd)",
+            names.join(", "),
+            workdir.join("pki").display()
+        );
+    }
 
     let all = cli.command == Workloads::All;
     let mut summaries = Vec::new();
@@ -383,13 +471,15 @@ async fn run(cli: Cli) -> Result<bool> {
         for &c in &cli.w1_concurrency {
             let scenarios = cli.scenarios.unwrap_or_else(|| w1::default_scenarios(c));
             for &store in &stores {
-                let common = common.on(store);
-                let label = common.label(&format!("W1 c={c}"));
-                println!("\n{label}: {scenarios} scenarios x 4 transitions, concurrency {c}");
-                repeat(&mut summaries, &label, runs, |run| {
-                    w1::run(&common, run, c, scenarios)
-                })
-                .await;
+                for &tls in &transports {
+                    let common = common.on(store).over(tls);
+                    let label = common.label(&format!("W1 c={c}"));
+                    println!("\n{label}: {scenarios} scenarios x 4 transitions, concurrency {c}");
+                    repeat(&mut summaries, &label, runs, |run| {
+                        w1::run(&common, run, c, scenarios)
+                    })
+                    .await;
+                }
             }
         }
     }
@@ -411,16 +501,18 @@ async fn run(cli: Cli) -> Result<bool> {
     if all || cli.command == Workloads::W3 {
         for &c in &cli.w3_concurrency {
             for &store in &stores {
-                let common = common.on(store);
-                let label = common.label(&format!("W3 quiet c={c}"));
-                println!(
-                    "\n{label}: {} unchanged 200-container reports, concurrency {c}",
-                    cli.reports
-                );
-                repeat(&mut summaries, &label, runs, |run| {
-                    w2::run_w3(&common, run, c, cli.reports)
-                })
-                .await;
+                for &tls in &transports {
+                    let common = common.on(store).over(tls);
+                    let label = common.label(&format!("W3 quiet c={c}"));
+                    println!(
+                        "\n{label}: {} unchanged 200-container reports, concurrency {c}",
+                        cli.reports
+                    );
+                    repeat(&mut summaries, &label, runs, |run| {
+                        w2::run_w3(&common, run, c, cli.reports)
+                    })
+                    .await;
+                }
             }
         }
     }
@@ -482,6 +574,7 @@ async fn run(cli: Cli) -> Result<bool> {
             "machine": machine.to_json(),
             "runs": runs,
             "stores": stores.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            "transports": transports.iter().map(|t| t.name()).collect::<Vec<_>>(),
             "passed": passed,
             "workloads": summaries.iter().map(WorkloadSummary::to_json).collect::<Vec<_>>(),
         });
@@ -561,5 +654,37 @@ mod tests {
         assert!(stores_of(&["all", "--store", "embedded"]).is_err());
         assert!(stores_of(&["w1", "--store", "embedded", "--daemon", "http://x:1"]).is_err());
         assert!(stores_of(&["w2", "--store", "etcd"]).is_ok());
+    }
+
+    fn transports_of(args: &[&str]) -> Result<Vec<Tls>> {
+        let cli = Cli::try_parse_from(std::iter::once("smbench").chain(args.iter().copied()))?;
+        transports(&cli)
+    }
+
+    #[test]
+    fn tls_list_defaults_to_plain_and_only_w1_and_w3_take_mtls() {
+        assert_eq!(transports_of(&["w1"]).ok(), Some(vec![Tls::Plain]));
+        assert_eq!(
+            transports_of(&["w1", "--tls", "mtls,plain,mtls"]).ok(),
+            Some(vec![Tls::Mtls, Tls::Plain])
+        );
+        assert_eq!(
+            transports_of(&["all", "--tls", "plain,mtls"]).ok(),
+            Some(vec![Tls::Plain, Tls::Mtls])
+        );
+        assert!(transports_of(&["w1", "--tls", "tls"]).is_err());
+        assert!(transports_of(&["all", "--tls", "mtls"]).is_err());
+        assert!(transports_of(&["w1", "--tls", "mtls", "--daemon", "http://x:1"]).is_err());
+        for workload in ["w2", "memory", "startup", "crash", "outage"] {
+            let refused = transports_of(&[workload, "--tls", "plain,mtls"])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                refused.contains(&format!("smbench {workload}:")),
+                "{workload}: {refused}"
+            );
+            assert!(transports_of(&[workload, "--tls", "plain"]).is_ok());
+        }
     }
 }

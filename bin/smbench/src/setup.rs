@@ -2,7 +2,8 @@
 //! ActionController double, the daemon as a child process (or `--daemon`)
 //! on that etcd or on the embedded store in a fresh data directory
 //! (`--store embedded`), one etcd client and one gRPC channel shared by every
-//! task.
+//! task; with `--tls mtls` the daemon serves mutual TLS and every channel
+//! presents a client certificate ([`crate::pki`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,12 +11,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use etcd_client::Client;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use transport_grpc::proto::statemanager::state_manager_connection_client::StateManagerConnectionClient;
 use transport_grpc::testing::ActionControllerDouble;
 
 use crate::daemon::{Daemon, DaemonSpec, DaemonStore};
 use crate::kv;
+use crate::pki::{Pki, SMBENCH, Tls};
 
 /// The generated StateManager client over the shared channel.
 pub type Sm = StateManagerConnectionClient<Channel>;
@@ -61,6 +63,16 @@ pub struct Common {
     /// Whether workload labels name the store (`W1 c=64 [embedded]`): when
     /// `--store` names any other than etcd alone.
     pub label_store: bool,
+    /// Whether the daemon serves plaintext or mutual TLS.
+    pub tls: Tls,
+    /// Whether workload labels name the transport (`W1 c=64 [mtls]`): when
+    /// `--tls` names any other than plain alone.
+    pub label_tls: bool,
+    /// The certificates, when `--tls` lists mtls.
+    pub pki: Option<Pki>,
+    /// With mutual TLS, start the daemon with W3's policy
+    /// ([`crate::pki::REPORTS_POLICY`]) instead of the default one.
+    pub reports_policy: bool,
 }
 
 impl Common {
@@ -72,20 +84,60 @@ impl Common {
         }
     }
 
-    /// `workload`'s label, with the store when [`label_store`](Self::label_store).
-    pub fn label(&self, workload: &str) -> String {
-        if self.label_store {
-            format!("{workload} [{}]", self.store.name())
-        } else {
-            workload.to_owned()
+    /// These options with the daemon serving `tls`.
+    pub fn over(&self, tls: Tls) -> Common {
+        Common {
+            tls,
+            ..self.clone()
         }
     }
 
-    /// A daemon's file label (log, data directory) for this store.
+    /// These options with W3's policy under mutual TLS (smbench's identity
+    /// may send every node's reports).
+    pub fn reporting(&self) -> Common {
+        Common {
+            reports_policy: true,
+            ..self.clone()
+        }
+    }
+
+    /// `workload`'s label, with the store when [`label_store`](Self::label_store)
+    /// and the transport when [`label_tls`](Self::label_tls):
+    /// `W1 c=64 [embedded, mtls]`.
+    pub fn label(&self, workload: &str) -> String {
+        let mut tags = Vec::new();
+        if self.label_store {
+            tags.push(self.store.name());
+        }
+        if self.label_tls {
+            tags.push(self.tls.name());
+        }
+        if tags.is_empty() {
+            workload.to_owned()
+        } else {
+            format!("{workload} [{}]", tags.join(", "))
+        }
+    }
+
+    /// A daemon's file label (log, data directory) for this store and transport.
     pub fn file_label(&self, base: &str) -> String {
-        match self.store {
-            Store::Etcd => base.to_owned(),
-            Store::Embedded => format!("{base}-embedded"),
+        let store = match self.store {
+            Store::Etcd => "",
+            Store::Embedded => "-embedded",
+        };
+        let tls = match self.tls {
+            Tls::Plain => "",
+            Tls::Mtls => "-mtls",
+        };
+        format!("{base}{store}{tls}")
+    }
+
+    /// The certificates when the daemon serves mutual TLS (`None`: plaintext).
+    pub fn mtls(&self) -> Result<Option<&Pki>> {
+        match (self.tls, &self.pki) {
+            (Tls::Plain, _) => Ok(None),
+            (Tls::Mtls, Some(pki)) => Ok(Some(pki)),
+            (Tls::Mtls, None) => bail!("--tls mtls without certificates"),
         }
     }
 }
@@ -106,18 +158,14 @@ pub struct Env {
     pub sm: Option<Sm>,
     /// Its channel, for requests sent pre-encoded ([`crate::raw`]).
     pub channel: Option<Channel>,
+    /// The daemon's URL (`http://` or, with mutual TLS, `https://`).
+    url: Option<String>,
     common: Common,
 }
 
-/// Connects one HTTP/2 channel to `url`.
+/// Connects one plaintext HTTP/2 channel to `url`.
 pub async fn connect_channel(url: &str) -> Result<Channel> {
-    Endpoint::from_shared(url.to_owned())
-        .context("daemon URL")?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-        .with_context(|| format!("connecting to the daemon at {url}"))
+    crate::pki::connect(url, None).await
 }
 
 /// A typed client on a new channel to `url`.
@@ -156,6 +204,7 @@ impl Env {
             daemon: None,
             sm: None,
             channel: None,
+            url: None,
             common: common.clone(),
         })
     }
@@ -190,13 +239,17 @@ impl Env {
             Store::Etcd => DaemonStore::Etcd(self.etcd_url.clone()),
             Store::Embedded => DaemonStore::Embedded(self.data_dir(label)),
         };
+        let extra_args = match (self.common.tls, &self.common.pki) {
+            (Tls::Mtls, Some(pki)) => pki.daemon_args(self.common.reports_policy),
+            _ => Vec::new(),
+        };
         DaemonSpec {
             bin: self.common.daemon_bin.clone(),
             store,
             action_controller: self.ac.url(),
             listen: listen.to_owned(),
             log_path: self.common.workdir.join(format!("{label}.log")),
-            extra_args: Vec::new(),
+            extra_args,
         }
     }
 
@@ -214,14 +267,37 @@ impl Env {
         let mut daemon = Daemon::spawn(spec)?;
         let addr = daemon.wait_listening(Duration::from_secs(60)).await?;
         self.daemon = Some(daemon);
-        self.connect(&format!("http://{addr}")).await
+        let scheme = match self.common.tls {
+            Tls::Plain => "http",
+            Tls::Mtls => "https",
+        };
+        self.connect(&format!("{scheme}://{addr}")).await
     }
 
     async fn connect(&mut self, url: &str) -> Result<()> {
-        let channel = connect_channel(url).await?;
+        self.url = Some(url.to_owned());
+        let channel = self.connect_as(SMBENCH).await?;
         self.sm = Some(client_on(channel.clone()));
         self.channel = Some(channel);
         Ok(())
+    }
+
+    /// The daemon's URL, once started.
+    pub fn url(&self) -> Result<&str> {
+        self.url.as_deref().context("the daemon is not started")
+    }
+
+    /// The client settings of `component` with mutual TLS (`None`: plaintext).
+    pub fn client_tls(&self, component: &str) -> Result<Option<transport_grpc::ClientTls>> {
+        Ok(self.common.mtls()?.map(|pki| pki.client(component)))
+    }
+
+    /// A new channel of its own to the daemon, acting as `component` (e.g.
+    /// `FilterGateway`): with mutual TLS it presents that component's
+    /// certificate; in plaintext the name is not used.
+    pub async fn connect_as(&self, component: &str) -> Result<Channel> {
+        let tls = self.client_tls(component)?;
+        crate::pki::connect(self.url()?, tls.as_ref()).await
     }
 
     /// The shared gRPC channel.
@@ -256,6 +332,7 @@ impl Env {
     pub fn stop_daemon(&mut self) {
         self.sm = None;
         self.channel = None;
+        self.url = None;
         if let Some(d) = &mut self.daemon {
             d.stop();
         }

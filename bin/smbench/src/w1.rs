@@ -3,6 +3,14 @@
 //! Completed by `SendStateChange`, C client tasks pulling scenario indexes
 //! from a shared counter. Verified afterwards by reading etcd, or on the
 //! embedded store (`--store embedded`) over the daemon's gRPC API.
+//!
+//! Each step is sent on the connection of the component that requests it
+//! (one connection each for FilterGateway, PolicyManager and
+//! ActionController, shared by the C tasks): with `--tls mtls` each
+//! presents its component's certificate, so the daemon's default policy
+//! allows exactly these edges. Before the timed part, [`CONNECTS`] fresh
+//! connections are timed (TCP, the TLS handshake, HTTP/2's preface) with
+//! their first call.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +25,7 @@ use crate::baseline;
 use crate::kv;
 use crate::report::{Bound, RunResult};
 use crate::scrape::CommitCounters;
-use crate::setup::{Common, Env};
+use crate::setup::{Common, Env, Sm, client_on};
 use crate::stats::Latencies;
 
 /// STATE-MACHINES §4: each step's target and the component that requests it.
@@ -40,13 +48,65 @@ struct Outcome {
     first_failure: Option<String>,
 }
 
+/// One client per step, on the connection of the step's component (one
+/// connection per component, shared by every task).
+async fn step_clients(env: &Env) -> Result<Vec<Sm>> {
+    let mut by_component: HashMap<&str, Sm> = HashMap::new();
+    let mut clients = Vec::new();
+    for (_, _, source) in STEPS {
+        let client = match by_component.get(source) {
+            Some(client) => client.clone(),
+            None => {
+                let client = client_on(env.connect_as(source).await?);
+                by_component.insert(source, client.clone());
+                client
+            }
+        };
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
+/// Fresh connections timed before the workload.
+pub const CONNECTS: usize = 20;
+
+/// `CONNECTS` fresh connections as the FilterGateway, one after the other:
+/// the time to connect (TCP and, with mutual TLS, the handshake as the
+/// client sees it, and HTTP/2's preface), and to connect and have a first
+/// call answered (GetResourceState of an unknown scenario: with mutual TLS
+/// the server has then checked the client certificate and the policy).
+async fn time_connects(env: &Env) -> Result<(Latencies, Latencies)> {
+    let tls = env.client_tls(STEPS[0].2)?;
+    let endpoint = crate::pki::endpoint(env.url()?, tls.as_ref())?;
+    let mut connect = Latencies::default();
+    let mut first_call = Latencies::default();
+    for i in 0..CONNECTS {
+        let t0 = Instant::now();
+        let channel = endpoint
+            .connect()
+            .await
+            .with_context(|| format!("fresh connection {i} to {}", env.url().unwrap_or("?")))?;
+        connect.record(t0.elapsed());
+        let mut client = client_on(channel);
+        client
+            .get_resource_state(sm::ResourceStateRequest {
+                resource_type: sm::ResourceType::Scenario as i32,
+                resource_name: format!("w1-connect-{i}"),
+            })
+            .await
+            .with_context(|| format!("first call on fresh connection {i}"))?;
+        first_call.record(t0.elapsed());
+    }
+    Ok((connect, first_call))
+}
+
 async fn drive(env: &Env, prefix: &str, scenarios: usize, concurrency: usize) -> Result<Outcome> {
-    let client = env.sm()?;
+    let clients = step_clients(env).await?;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
-            let mut client = client.clone();
+            let mut clients = clients.clone();
             let next = next.clone();
             let prefix = prefix.to_owned();
             tokio::spawn(async move {
@@ -72,7 +132,7 @@ async fn drive(env: &Env, prefix: &str, scenarios: usize, concurrency: usize) ->
                         let mut call = tonic::Request::new(request);
                         call.set_timeout(Duration::from_secs(30));
                         let t0 = Instant::now();
-                        let answer = client.send_state_change(call).await;
+                        let answer = clients[step].send_state_change(call).await;
                         latencies.record(t0.elapsed());
                         let problem = match answer {
                             Ok(a) => {
@@ -294,6 +354,7 @@ pub async fn run(
         .await?;
     let prefix = format!("w1-{}-r{run}-c{concurrency}", common.session);
     let transitions = scenarios * STEPS.len();
+    let (connects, first_calls) = time_connects(&env).await?;
     let clock = env.cpu_clock();
     let metrics = env.daemon.as_ref().and_then(|d| d.metrics);
     let ((outcome, cpu, commits), baselines) = baseline::alternate(
@@ -345,6 +406,9 @@ pub async fn run(
         result.fig("ratio_p50_vs_raw_p50", "x", p50 / raw);
     }
     baselines.add_cpu_to(&mut result, &cpu, "transition", transitions);
+    result.fig("connect_p50_ms", "ms", connects.ms(0.5));
+    result.fig("connect_max_ms", "ms", connects.max_ms());
+    result.fig("connect_first_call_p50_ms", "ms", first_calls.ms(0.5));
     if let Some((before, after)) = commits {
         after.add_since(&before, &mut result, "transition", transitions);
     }

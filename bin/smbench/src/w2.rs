@@ -123,6 +123,9 @@ pub async fn run_w3(
     reports: usize,
 ) -> Result<RunResult> {
     let topo = TOPOLOGY;
+    // Every node's reports go over smbench's one connection: with mutual
+    // TLS its identity needs W3's policy to report for any node.
+    let common = &common.reporting();
     let mut result = RunResult::new(common.label(&format!("W3 quiet c={concurrency}")));
     let mut env = Env::start(common).await?;
     let label = common.file_label(&format!("w3-c{concurrency}-r{run}"));
