@@ -1,41 +1,62 @@
-//! Prometheus `/metrics` and `/healthz` over plain HTTP/1.1 (hyper, already
-//! in the tree through tonic).
+//! Prometheus `/metrics` and `/healthz` over HTTP/1.1, served by axum.
 //!
-//! The text is rendered by hand from the engine's atomics
-//! ([`engine::Metrics`]): counters, gauges (some by label) and two
-//! histograms, in the Prometheus text exposition format 0.0.4.
+//! The engine's atomics ([`engine::Metrics`]), the etcd store's watch counter
+//! and the RocksDbService bridge's [`BridgeStats`] stay the source of truth:
+//! [`Collector`]s read them at each scrape and hand the values to the
+//! `prometheus-client` encoder. Nothing here runs on the engine's hot path.
+//!
+//! The page is the Prometheus text format 0.0.4, or OpenMetrics 1.0 when the
+//! scraper's `Accept` asks for it (as Prometheus itself does). The sample
+//! names are the same in both.
 
-use std::convert::Infallible;
-use std::fmt::Write as _;
+use std::fmt;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::header::{ACCEPT, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use engine::{EngineHandle, Histogram, Metrics};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use pullpiri_kv::{BridgeStats, BridgeStatsSnapshot};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text, text,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::{Registry, Unit};
+use pullpiri_kv::BridgeStats;
 use statemachine_core::ResourceKind;
 use statemachine_core::access::MethodClass;
 use statemachine_core::alert::AlertSeverity;
 use statemachine_core::healing::{Phase, RecoveryAction};
 use store_etcd::EtcdStore;
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
-use tracing::{debug, warn};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::{Instant, Sleep};
+use tracing::warn;
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
-/// How long a client may take to send its request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection may stay silent (no byte from the client, or a
+/// stalled write) before it is closed: a slow request or an idle keep-alive.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest one connection is kept, keep-alive included.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Every family's name starts with this and `_`.
+const PREFIX: &str = "statemanager";
+/// The `Content-Type` of an OpenMetrics 1.0 text page.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// What `/metrics` and `/healthz` read.
 #[derive(Clone)]
@@ -54,310 +75,239 @@ pub struct Sources {
     pub stopping: Arc<AtomicBool>,
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, sources: Sources, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-            () = stopped(&mut shutdown) => return,
-        };
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(%error, "metrics endpoint: accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut shutdown) => return,
-        };
-        let sources = sources.clone();
-        let mut stop = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let service = service_fn(move |request| {
-                let sources = sources.clone();
-                async move { Ok::<_, Infallible>(answer(&request, &sources)) }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = tokio::time::timeout(CONNECTION_TIMEOUT, connection) => {
-                    if let Ok(Err(error)) = result {
-                        debug!(%peer, %error, "metrics connection ended with an error");
-                    }
-                }
-                () = stopped(&mut stop) => {}
-            }
-        });
-    }
-}
-
-/// Completes when `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-fn answer(request: &Request<Incoming>, sources: &Sources) -> Response<Full<Bytes>> {
-    let text = |status: StatusCode, body: String| {
-        let mut response = Response::new(Full::new(Bytes::from(body)));
-        *response.status_mut() = status;
-        response
-    };
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n".into());
-    }
-    match request.uri().path() {
-        "/metrics" => {
-            let mut response = text(StatusCode::OK, render(sources));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
-        }
-        "/healthz" => {
-            if sources.stopping.load(Ordering::Relaxed) {
-                text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into())
-            } else if sources.engine.is_running() {
-                text(StatusCode::OK, "ok\n".into())
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the engine has stopped\n".into(),
-                )
-            }
-        }
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "not found: try /metrics or /healthz\n".into(),
-        ),
-    }
-}
-
-/// The Prometheus text of everything the daemon counts.
-pub fn render(sources: &Sources) -> String {
-    let m = &*sources.metrics;
-    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
-    let mut out = String::with_capacity(4096);
-
-    header(
-        &mut out,
-        "transitions_total",
-        "counter",
-        "Committed state transitions, by resource kind.",
-    );
-    for kind in ResourceKind::ALL {
-        let _ = writeln!(
-            out,
-            "statemanager_transitions_total{{kind=\"{}\"}} {}",
-            kind.as_key_segment(),
-            load(&m.transitions[kind as usize])
-        );
-    }
-    let counters: [(&str, &str, u64); 17] = [
-        (
-            "rejected_total",
-            "Requests and reports rejected (invalid request, invalid transition, ...).",
-            load(&m.rejected),
-        ),
-        (
-            "unavailable_total",
-            "Inputs answered RESOURCE_UNAVAILABLE (store down, commit failed).",
-            load(&m.unavailable),
-        ),
-        (
-            "expired_total",
-            "Inputs whose deadline passed while queued (answered unavailable, never committed).",
-            load(&m.expired),
-        ),
-        (
-            "commits_total",
-            "Store transactions committed.",
-            load(&m.commits),
-        ),
-        (
-            "guard_conflicts_total",
-            "Guard failures (another writer changed a key) that caused a re-plan.",
-            load(&m.guard_conflicts),
-        ),
-        (
-            "reconcile_attempts_total",
-            "Reconcile delivery attempts to the ActionController.",
-            load(&m.reconcile_attempts),
-        ),
-        (
-            "reconcile_failures_total",
-            "Reconcile deliveries that failed (retried with backoff).",
-            load(&m.reconcile_failures),
-        ),
-        (
-            "reconciles_delivered_total",
-            "Reconcile requests the ActionController acknowledged.",
-            load(&m.reconciles_delivered),
-        ),
-        (
-            "lost_reconciles_total",
-            "Outbox records written at start-up for packages found failed without one.",
-            load(&m.lost_reconciles),
-        ),
-        (
-            "escalations_total",
-            "Recoveries escalated (retries exhausted, recovery failed).",
-            load(&m.escalations),
-        ),
-        (
-            "reconcile_without_scenario_total",
-            "Packages that entered a reconcile state with no scenario targeting them.",
-            load(&m.no_scenario),
-        ),
-        (
-            "undocumented_edges_total",
-            "Derived transitions along edges the state diagrams do not document.",
-            load(&m.undocumented_edges),
-        ),
-        (
-            "unmapped_containers_total",
-            "Reported containers that map to no model.",
-            load(&m.unmapped_containers),
-        ),
-        (
-            "invalid_model_names_total",
-            "Model names in container annotations or config that are not valid resource names (skipped).",
-            load(&m.invalid_model_names),
-        ),
-        (
-            "reports_coalesced_total",
-            "Node reports superseded by a newer one of the same node before planning.",
-            load(&m.reports_coalesced),
-        ),
-        (
-            "bad_definitions_total",
-            "Artifact definitions that failed to parse.",
-            load(&m.bad_definitions),
-        ),
-        (
-            "etcd_watch_reconnects_total",
-            "Times an etcd watch was re-established (0 on the memory store).",
-            sources.etcd.as_ref().map_or(0, EtcdStore::watch_reconnects),
-        ),
-    ];
-    for (name, help, value) in counters {
-        header(&mut out, name, "counter", help);
-        let _ = writeln!(out, "statemanager_{name} {value}");
-    }
-
-    header(
-        &mut out,
-        "outbox_depth",
-        "gauge",
-        "Reconcile requests waiting in the outbox for the ActionController.",
-    );
-    let _ = writeln!(out, "statemanager_outbox_depth {}", load(&m.outbox_depth));
-    header(
-        &mut out,
-        "engine_running",
-        "gauge",
-        "1 while the engine processes inputs.",
-    );
-    let _ = writeln!(
-        out,
-        "statemanager_engine_running {}",
-        u8::from(sources.engine.is_running())
-    );
-    header(
-        &mut out,
-        "node_last_seen_seconds",
-        "gauge",
-        "When each node last sent its container list (Unix time; the start-up time for nodes known before it).",
-    );
-    for (node, at_ns) in m.node_last_seen() {
-        // Node names are validated: [A-Za-z0-9._-], nothing to escape.
-        let _ = writeln!(
-            out,
-            "statemanager_node_last_seen_seconds{{node=\"{node}\"}} {:.3}",
-            at_ns as f64 / 1e9
-        );
-    }
-    header(
-        &mut out,
-        "build_info",
-        "gauge",
-        "The daemon's version and store, as labels.",
-    );
-    let _ = writeln!(
-        out,
-        "statemanager_build_info{{version=\"{}\",store=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION"),
-        sources.store_kind
-    );
-
-    let denied: Vec<(&str, u64)> = MethodClass::ALL
-        .iter()
-        .map(|class| (class.as_str(), m.denied(*class)))
-        .collect();
-    labelled(
-        &mut out,
-        "denied_total",
-        "counter",
-        "Calls the access policy denied (mutual TLS), by method class; each is also an audit log line.",
-        "method",
-        &denied,
-    );
-    healing(&mut out, m);
+/// The registry of everything the daemon exposes: collectors over
+/// `sources`, read at each scrape.
+pub fn registry(sources: &Sources) -> Registry {
+    let mut registry = Registry::with_prefix(PREFIX);
+    registry.register_collector(Box::new(EngineCollector {
+        metrics: sources.metrics.clone(),
+        engine: sources.engine.clone(),
+    }));
+    registry.register_collector(Box::new(StoreCollector {
+        etcd: sources.etcd.clone(),
+        store_kind: sources.store_kind,
+    }));
     if let Some(bridge) = &sources.bridge {
-        pullpiri_kv(&mut out, &bridge.snapshot());
+        registry.register_collector(Box::new(BridgeCollector(bridge.clone())));
+    }
+    registry
+}
+
+/// Which text format a page is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format 0.0.4 (`text/plain`).
+    Prometheus,
+    /// OpenMetrics 1.0 text (counters' `# TYPE` without `_total`, `# EOF`).
+    OpenMetrics,
+}
+
+impl Format {
+    /// OpenMetrics when an `Accept` header lists it, else the Prometheus text.
+    fn negotiate(headers: &HeaderMap) -> Format {
+        let asks = headers.get_all(ACCEPT).iter().any(|value| {
+            value
+                .to_str()
+                .is_ok_and(|v| v.contains("application/openmetrics-text"))
+        });
+        if asks {
+            Format::OpenMetrics
+        } else {
+            Format::Prometheus
+        }
     }
 
-    histogram(
-        &mut out,
-        "commit_batch_size",
-        "Inputs committed per store transaction (group commit).",
-        &m.batch_size,
-        |bound| bound.to_string(),
-        |sum| sum.to_string(),
-    );
-    histogram(
-        &mut out,
-        "commit_latency_seconds",
-        "Time one store commit took.",
-        &m.commit_latency_us,
-        micros_as_seconds,
-        micros_as_seconds,
-    );
-    out
+    fn content_type(self) -> &'static str {
+        match self {
+            Format::Prometheus => prometheus_text::CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// The page for one scrape.
+pub fn render(registry: &Registry, format: Format) -> Result<String, fmt::Error> {
+    let mut page = String::with_capacity(8192);
+    match format {
+        Format::Prometheus => prometheus_text::encode(&mut page, registry)?,
+        Format::OpenMetrics => text::encode(&mut page, registry)?,
+    }
+    Ok(page)
+}
+
+/// The engine's families (metrics.rs of the engine), read at each scrape.
+struct EngineCollector {
+    metrics: Arc<Metrics>,
+    engine: EngineHandle,
+}
+
+impl fmt::Debug for EngineCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for EngineCollector {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let m = &*self.metrics;
+        let kinds = ResourceKind::ALL
+            .map(|kind| (kind.as_key_segment(), load(&m.transitions[kind as usize])));
+        counters(
+            &mut out,
+            "transitions",
+            "Committed state transitions, by resource kind.",
+            "kind",
+            &kinds,
+        )?;
+        let plain = [
+            (
+                "rejected",
+                "Requests and reports rejected (invalid request, invalid transition, ...).",
+                &m.rejected,
+            ),
+            (
+                "unavailable",
+                "Inputs answered RESOURCE_UNAVAILABLE (store down, commit failed).",
+                &m.unavailable,
+            ),
+            (
+                "expired",
+                "Inputs whose deadline passed while queued (answered unavailable, never committed).",
+                &m.expired,
+            ),
+            ("commits", "Store transactions committed.", &m.commits),
+            (
+                "guard_conflicts",
+                "Guard failures (another writer changed a key) that caused a re-plan.",
+                &m.guard_conflicts,
+            ),
+            (
+                "reconcile_attempts",
+                "Reconcile delivery attempts to the ActionController.",
+                &m.reconcile_attempts,
+            ),
+            (
+                "reconcile_failures",
+                "Reconcile deliveries that failed (retried with backoff).",
+                &m.reconcile_failures,
+            ),
+            (
+                "reconciles_delivered",
+                "Reconcile requests the ActionController acknowledged.",
+                &m.reconciles_delivered,
+            ),
+            (
+                "lost_reconciles",
+                "Outbox records written at start-up for packages found failed without one.",
+                &m.lost_reconciles,
+            ),
+            (
+                "escalations",
+                "Recoveries escalated (retries exhausted, recovery failed).",
+                &m.escalations,
+            ),
+            (
+                "reconcile_without_scenario",
+                "Packages that entered a reconcile state with no scenario targeting them.",
+                &m.no_scenario,
+            ),
+            (
+                "undocumented_edges",
+                "Derived transitions along edges the state diagrams do not document.",
+                &m.undocumented_edges,
+            ),
+            (
+                "unmapped_containers",
+                "Reported containers that map to no model.",
+                &m.unmapped_containers,
+            ),
+            (
+                "invalid_model_names",
+                "Model names in container annotations or config that are not valid resource names (skipped).",
+                &m.invalid_model_names,
+            ),
+            (
+                "reports_coalesced",
+                "Node reports superseded by a newer one of the same node before planning.",
+                &m.reports_coalesced,
+            ),
+            (
+                "bad_definitions",
+                "Artifact definitions that failed to parse.",
+                &m.bad_definitions,
+            ),
+        ];
+        for (name, help, value) in plain {
+            counter(&mut out, name, help, load(value))?;
+        }
+        gauge(
+            &mut out,
+            "outbox_depth",
+            "Reconcile requests waiting in the outbox for the ActionController.",
+            load(&m.outbox_depth),
+        )?;
+        gauge(
+            &mut out,
+            "engine_running",
+            "1 while the engine processes inputs.",
+            u64::from(self.engine.is_running()),
+        )?;
+        let seconds = Unit::Seconds;
+        let mut nodes = out.encode_descriptor(
+            "node_last_seen",
+            "When each node last sent its container list (Unix time; the start-up time for nodes known before it).",
+            Some(&seconds),
+            MetricType::Gauge,
+        )?;
+        for (node, at_ns) in m.node_last_seen() {
+            // Milliseconds, as precise as a scrape needs.
+            let at = (at_ns / 1_000_000) as f64 / 1e3;
+            ConstGauge::new(at).encode(nodes.encode_family(&[("node", node.as_str())])?)?;
+        }
+        let denied = MethodClass::ALL.map(|class| (class.as_str(), m.denied(class)));
+        counters(
+            &mut out,
+            "denied",
+            "Calls the access policy denied (mutual TLS), by method class; each is also an audit log line.",
+            "method",
+            &denied,
+        )?;
+        healing(&mut out, m)?;
+        histogram(
+            &mut out,
+            "commit_batch_size",
+            "Inputs committed per store transaction (group commit).",
+            None,
+            &m.batch_size,
+            1.0,
+        )?;
+        histogram(
+            &mut out,
+            "commit_latency",
+            "Time one store commit took.",
+            Some(&seconds),
+            &m.commit_latency_us,
+            1e6,
+        )
+    }
 }
 
 /// The self-healing families (RECOVERY.md): incidents, ladder rungs,
 /// alerts and flapping.
-fn healing(out: &mut String, m: &Metrics) {
-    let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+fn healing(out: &mut DescriptorEncoder, m: &Metrics) -> fmt::Result {
     // Each array is indexed by its enum's declaration order, as the engine
     // counts (`metrics.alerts_raised[severity as usize]`).
     let at = |counters: &[AtomicU64], index: usize| counters.get(index).map_or(0, load);
 
-    header(
+    counter(
         out,
-        "incidents_opened_total",
-        "counter",
+        "incidents_opened",
         "Recovery incidents opened (one per resource at a time; a second trigger joins the open one).",
-    );
-    let _ = writeln!(
+        load(&m.incidents_opened),
+    )?;
+    counters(
         out,
-        "statemanager_incidents_opened_total {}",
-        load(&m.incidents_opened)
-    );
-    labelled(
-        out,
-        "incidents_ended_total",
-        "counter",
+        "incidents_ended",
         "Recovery incidents that ended, by outcome.",
         "outcome",
         &[
@@ -365,21 +315,20 @@ fn healing(out: &mut String, m: &Metrics) {
             ("failed", load(&m.incidents_failed)),
             ("aborted", load(&m.incidents_aborted)),
         ],
-    );
+    )?;
     let phases = [
         (Phase::Initializing, "initializing"),
         (Phase::Executing, "executing"),
         (Phase::Validating, "validating"),
     ]
     .map(|(phase, label)| (label, at(&m.incidents_open, phase as usize)));
-    labelled(
+    gauges(
         out,
         "incidents_open",
-        "gauge",
         "Recovery incidents open now, by phase.",
         "phase",
         &phases,
-    );
+    )?;
     let actions = RecoveryAction::ALL.map(|action| {
         let label = match action {
             RecoveryAction::Restart => "restart",
@@ -392,191 +341,309 @@ fn healing(out: &mut String, m: &Metrics) {
         };
         (label, at(&m.recovery_actions, action as usize))
     });
-    labelled(
+    counters(
         out,
-        "recovery_actions_total",
-        "counter",
+        "recovery_actions",
         "Recovery ladder rungs taken, by action (unsupported ones are counted when recorded and passed over).",
         "action",
         &actions,
-    );
-    header(
+    )?;
+    counter(
         out,
-        "recovery_escalations_total",
-        "counter",
+        "recovery_escalations",
         "Moves to the next rung of a recovery ladder after failed validations.",
-    );
-    let _ = writeln!(
-        out,
-        "statemanager_recovery_escalations_total {}",
-        load(&m.recovery_escalations)
-    );
+        load(&m.recovery_escalations),
+    )?;
     let severities = [
         (AlertSeverity::Info, "info"),
         (AlertSeverity::Warning, "warning"),
         (AlertSeverity::Error, "error"),
         (AlertSeverity::Critical, "critical"),
     ];
-    labelled(
+    counters(
         out,
-        "alerts_raised_total",
-        "counter",
+        "alerts_raised",
         "Alerts raised, or raised again while open, by severity.",
         "severity",
         &severities.map(|(severity, label)| (label, at(&m.alerts_raised, severity as usize))),
-    );
-    labelled(
+    )?;
+    gauges(
         out,
         "alerts_open",
-        "gauge",
         "Alerts open now (Active or Acknowledged), by severity.",
         "severity",
         &severities.map(|(severity, label)| (label, at(&m.alerts_open, severity as usize))),
-    );
-    header(
+    )?;
+    gauge(
         out,
         "flapping_resources",
-        "gauge",
         "Resources flapping now (too many transitions within the flap window).",
-    );
-    let _ = writeln!(
+        load(&m.flapping_resources),
+    )?;
+    counter(
         out,
-        "statemanager_flapping_resources {}",
-        load(&m.flapping_resources)
-    );
-    header(
-        out,
-        "flapping_detected_total",
-        "counter",
+        "flapping_detected",
         "Times a resource started flapping.",
-    );
-    let _ = writeln!(
+        load(&m.flapping_detected),
+    )?;
+    counter(
         out,
-        "statemanager_flapping_detected_total {}",
-        load(&m.flapping_detected)
-    );
-    header(
-        out,
-        "foreign_writes_total",
-        "counter",
+        "foreign_writes",
         "Model and package keys another writer changed to a value the reports do not derive.",
-    );
-    let _ = writeln!(
-        out,
-        "statemanager_foreign_writes_total {}",
-        load(&m.foreign_writes)
-    );
+        load(&m.foreign_writes),
+    )
 }
 
-/// One family with one label: HELP, TYPE, then a sample per value.
-fn labelled(
-    out: &mut String,
+/// The store's families: etcd's watch reconnects and the build info.
+struct StoreCollector {
+    etcd: Option<EtcdStore>,
+    store_kind: &'static str,
+}
+
+impl fmt::Debug for StoreCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoreCollector")
+            .field("store_kind", &self.store_kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Collector for StoreCollector {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        counter(
+            &mut out,
+            "etcd_watch_reconnects",
+            "Times an etcd watch was re-established (0 on the memory store).",
+            self.etcd.as_ref().map_or(0, EtcdStore::watch_reconnects),
+        )?;
+        let mut info = out.encode_descriptor(
+            "build_info",
+            "The daemon's version and store, as labels.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("store", self.store_kind),
+        ];
+        ConstGauge::new(1_i64).encode(info.encode_family(&labels)?)
+    }
+}
+
+/// The RocksDbService bridge's families (docs/pullpiri.md).
+#[derive(Debug)]
+struct BridgeCollector(Arc<BridgeStats>);
+
+impl Collector for BridgeCollector {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let b = self.0.snapshot();
+        gauge(
+            &mut out,
+            "pullpiri_kv_backlog",
+            "State keys waiting to be mirrored to the RocksDbService.",
+            b.backlog,
+        )?;
+        let counted = [
+            (
+                "pullpiri_kv_mirrored_keys",
+                "State keys written to (or deleted from) the RocksDbService.",
+                b.mirrored_keys_total,
+            ),
+            (
+                "pullpiri_kv_definitions_applied",
+                "Definitions read from the RocksDbService and written to, or deleted from, the store.",
+                b.definitions_applied_total,
+            ),
+            (
+                "pullpiri_kv_failures",
+                "Failed attempts: calls to the RocksDbService, store operations, watches that ended with an error (each retried with back-off).",
+                b.failures_total,
+            ),
+            (
+                "pullpiri_kv_resyncs",
+                "Full resyncs of the state keys (at start-up, after an outage, after a compacted watch or an overfull backlog).",
+                b.resyncs_total,
+            ),
+        ];
+        for (name, help, value) in counted {
+            counter(&mut out, name, help, value)?;
+        }
+        gauge(
+            &mut out,
+            "pullpiri_kv_last_sync_seconds",
+            "When a full resync, an emptied backlog or a definitions poll last left the RocksDbService and the store agreeing (Unix time; 0: not yet).",
+            b.last_sync_unix_seconds,
+        )?;
+        counter(
+            &mut out,
+            "pullpiri_kv_keys_skipped",
+            "Keys the RocksDbService would refuse (empty, over 1024 bytes, or with < > ? { }), skipped.",
+            b.keys_skipped_total,
+        )?;
+        gauge(
+            &mut out,
+            "pullpiri_kv_connected",
+            "1 while the last call to the RocksDbService got an answer (a refusal counts).",
+            u64::from(b.connected),
+        )
+    }
+}
+
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
+}
+
+/// One counter; `name` without `_total`, which the encoder appends.
+fn counter(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstCounter::new(value);
+    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// One gauge.
+fn gauge(out: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> fmt::Result {
+    let metric = ConstGauge::new(value);
+    metric.encode(out.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+/// A counter family with one label: a sample per `(label value, count)`.
+fn counters(
+    out: &mut DescriptorEncoder,
     name: &str,
-    kind: &str,
     help: &str,
     label: &str,
     values: &[(&str, u64)],
-) {
-    header(out, name, kind, help);
-    for (value, number) in values {
-        let _ = writeln!(out, "statemanager_{name}{{{label}=\"{value}\"}} {number}");
+) -> fmt::Result {
+    let mut family = out.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (value, count) in values {
+        ConstCounter::new(*count).encode(family.encode_family(&[(label, *value)])?)?;
     }
+    Ok(())
 }
 
-/// The RocksDbService bridge's figures (docs/pullpiri.md).
-fn pullpiri_kv(out: &mut String, b: &BridgeStatsSnapshot) {
-    let rows: [(&str, &str, &str, u64); 8] = [
-        (
-            "pullpiri_kv_backlog",
-            "gauge",
-            "State keys waiting to be mirrored to the RocksDbService.",
-            b.backlog,
-        ),
-        (
-            "pullpiri_kv_mirrored_keys_total",
-            "counter",
-            "State keys written to (or deleted from) the RocksDbService.",
-            b.mirrored_keys_total,
-        ),
-        (
-            "pullpiri_kv_definitions_applied_total",
-            "counter",
-            "Definitions read from the RocksDbService and written to, or deleted from, the store.",
-            b.definitions_applied_total,
-        ),
-        (
-            "pullpiri_kv_failures_total",
-            "counter",
-            "Failed attempts: calls to the RocksDbService, store operations, watches that ended with an error (each retried with back-off).",
-            b.failures_total,
-        ),
-        (
-            "pullpiri_kv_resyncs_total",
-            "counter",
-            "Full resyncs of the state keys (at start-up, after an outage, after a compacted watch or an overfull backlog).",
-            b.resyncs_total,
-        ),
-        (
-            "pullpiri_kv_last_sync_seconds",
-            "gauge",
-            "When a full resync, an emptied backlog or a definitions poll last left the RocksDbService and the store agreeing (Unix time; 0: not yet).",
-            b.last_sync_unix_seconds,
-        ),
-        (
-            "pullpiri_kv_keys_skipped_total",
-            "counter",
-            "Keys the RocksDbService would refuse (empty, over 1024 bytes, or with < > ? { }), skipped.",
-            b.keys_skipped_total,
-        ),
-        (
-            "pullpiri_kv_connected",
-            "gauge",
-            "1 while the last call to the RocksDbService got an answer (a refusal counts).",
-            u64::from(b.connected),
-        ),
-    ];
-    for (name, kind, help, value) in rows {
-        header(out, name, kind, help);
-        let _ = writeln!(out, "statemanager_{name} {value}");
-    }
-}
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP statemanager_{name} {help}");
-    let _ = writeln!(out, "# TYPE statemanager_{name} {kind}");
-}
-
-fn histogram<const N: usize>(
-    out: &mut String,
+/// A gauge family with one label: a sample per `(label value, number)`.
+fn gauges(
+    out: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    histogram: &Histogram<N>,
-    bound: impl Fn(u64) -> String,
-    sum: impl Fn(u64) -> String,
-) {
-    header(out, name, "histogram", help);
-    let (buckets, count, total) = histogram.snapshot();
-    for (upper, cumulative) in buckets {
-        let _ = writeln!(
-            out,
-            "statemanager_{name}_bucket{{le=\"{}\"}} {cumulative}",
-            bound(upper)
-        );
+    label: &str,
+    values: &[(&str, u64)],
+) -> fmt::Result {
+    let mut family = out.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (value, number) in values {
+        ConstGauge::new(*number).encode(family.encode_family(&[(label, *value)])?)?;
     }
-    let _ = writeln!(out, "statemanager_{name}_bucket{{le=\"+Inf\"}} {count}");
-    let _ = writeln!(out, "statemanager_{name}_sum {}", sum(total));
-    let _ = writeln!(out, "statemanager_{name}_count {count}");
+    Ok(())
 }
 
-fn micros_as_seconds(micros: u64) -> String {
-    // Exact decimal, no float rounding noise: 250 -> 0.00025.
-    let whole = micros / 1_000_000;
-    let fraction = micros % 1_000_000;
-    if fraction == 0 {
-        return whole.to_string();
+/// One of the engine's fixed-bucket histograms, its bounds and sum divided
+/// by `scale` (1e6: microseconds counted, seconds shown).
+fn histogram<const N: usize>(
+    out: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    histogram: &Histogram<N>,
+    scale: f64,
+) -> fmt::Result {
+    let (cumulative, count, sum) = histogram.snapshot();
+    // The encoder takes each bucket's own count and accumulates them itself.
+    let mut below = 0;
+    let buckets: Vec<(f64, u64)> = cumulative
+        .into_iter()
+        .map(|(bound, up_to)| {
+            let own = up_to - below;
+            below = up_to;
+            (bound as f64 / scale, own)
+        })
+        .collect();
+    let snapshot = Snapshot {
+        sum: sum as f64 / scale,
+        count,
+        buckets,
+    };
+    snapshot.encode(out.encode_descriptor(name, help, unit, MetricType::Histogram)?)
+}
+
+/// A histogram's values at one scrape.
+struct Snapshot {
+    sum: f64,
+    count: u64,
+    buckets: Vec<(f64, u64)>,
+}
+
+impl EncodeMetric for Snapshot {
+    fn encode(&self, mut encoder: MetricEncoder) -> fmt::Result {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, &self.buckets, None)
     }
-    let digits = format!("{fraction:06}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The endpoint's shared state.
+struct Endpoint {
+    registry: Registry,
+    engine: EngineHandle,
+    stopping: Arc<AtomicBool>,
+}
+
+/// The `/metrics` and `/healthz` routes over `sources`.
+pub fn router(sources: &Sources) -> Router {
+    let endpoint = Arc::new(Endpoint {
+        registry: registry(sources),
+        engine: sources.engine.clone(),
+        stopping: sources.stopping.clone(),
+    });
+    Router::new()
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(health))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                "not found: try /metrics or /healthz\n",
+            )
+        })
+        .with_state(endpoint)
+}
+
+async fn scrape(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap) -> Response {
+    let format = Format::negotiate(&headers);
+    match render(&endpoint.registry, format) {
+        Ok(page) => ([(CONTENT_TYPE, format.content_type())], page).into_response(),
+        Err(fmt::Error) => {
+            warn!("metrics endpoint: encoding the page failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n").into_response()
+        }
+    }
+}
+
+async fn health(State(endpoint): State<Arc<Endpoint>>) -> (StatusCode, &'static str) {
+    if endpoint.stopping.load(Ordering::Relaxed) {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if endpoint.engine.is_running() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n")
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until `shutdown` turns
+/// true; then idle connections close and open ones finish their request.
+pub async fn serve(listener: TcpListener, sources: Sources, mut shutdown: watch::Receiver<bool>) {
+    let listener = Bounded {
+        listener,
+        permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+    };
+    let stopped = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    if let Err(error) = axum::serve(listener, router(&sources))
+        .with_graceful_shutdown(stopped)
+        .await
+    {
+        warn!(%error, "the metrics endpoint failed");
+    }
 }
 
 /// Binds the metrics address.
@@ -585,6 +652,124 @@ pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen for metrics on {address}"))
+}
+
+/// The metrics listener: at most [`MAX_CONNECTIONS`] connections at once,
+/// each bounded by [`IDLE_TIMEOUT`] and [`CONNECTION_TIMEOUT`].
+struct Bounded {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+}
+
+impl axum::serve::Listener for Bounded {
+    type Io = Connection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Connection, SocketAddr) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            // The semaphore is never closed; should it be, accept no more.
+            return std::future::pending().await;
+        };
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => return (Connection::new(stream, permit), peer),
+                Err(error) => {
+                    warn!(%error, "metrics endpoint: accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// An accepted connection holding its permit; reads and writes fail with
+/// `TimedOut` once it has been silent for [`IDLE_TIMEOUT`] or open for
+/// [`CONNECTION_TIMEOUT`], and hyper then closes it.
+struct Connection {
+    stream: TcpStream,
+    deadline: Pin<Box<Sleep>>,
+    closes_at: Instant,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Connection {
+    fn new(stream: TcpStream, permit: OwnedSemaphorePermit) -> Connection {
+        let now = Instant::now();
+        Connection {
+            stream,
+            deadline: Box::pin(tokio::time::sleep_until(now + IDLE_TIMEOUT)),
+            closes_at: now + CONNECTION_TIMEOUT,
+            _permit: permit,
+        }
+    }
+
+    /// The client made progress: the idle clock starts again.
+    fn progressed(&mut self) {
+        let next = (Instant::now() + IDLE_TIMEOUT).min(self.closes_at);
+        self.deadline.as_mut().reset(next);
+    }
+
+    /// While the socket is not ready: pending, or `TimedOut` past the deadline.
+    fn expired<T>(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<T>> {
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "metrics connection timed out",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.stream).poll_read(cx, buf) {
+            Poll::Pending => this.expired(cx),
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.progressed();
+                }
+                Poll::Ready(Ok(()))
+            }
+            failed => failed,
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_write(cx, buf) {
+            Poll::Pending => this.expired(cx),
+            written => written,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.stream).poll_flush(cx) {
+            Poll::Pending => this.expired(cx),
+            flushed => flushed,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
@@ -638,6 +823,10 @@ mod tests {
         }
     }
 
+    fn test_page(sources: &Sources) -> String {
+        render(&registry(sources), Format::Prometheus).expect("the page encodes")
+    }
+
     async fn change(engine: &Engine, target: &str) {
         engine
             .handle()
@@ -671,7 +860,7 @@ mod tests {
             containers: Vec::new(),
         };
         engine.handle().report_containers(report).await;
-        let text = render(&test_sources(&engine));
+        let text = test_page(&test_sources(&engine));
         let samples = samples(&text);
         let seen: f64 = samples
             .get("statemanager_node_last_seen_seconds{node=\"hpc-1\"}")
@@ -696,7 +885,7 @@ mod tests {
             containers: vec![container],
         };
         engine.handle().report_containers(report).await;
-        let text = render(&test_sources(&engine));
+        let text = test_page(&test_sources(&engine));
         assert!(
             text.contains("# HELP statemanager_invalid_model_names_total "),
             "{text}"
@@ -715,7 +904,7 @@ mod tests {
         let engine = test_engine().await;
         change(&engine, "waiting").await;
         change(&engine, "idle").await; // Waiting -> Idle is not in the table.
-        let text = render(&test_sources(&engine));
+        let text = test_page(&test_sources(&engine));
         let samples = samples(&text);
         let value = |series: &str| samples.get(series).map(String::as_str);
         assert_eq!(
@@ -731,7 +920,15 @@ mod tests {
         assert_eq!(value("statemanager_outbox_depth"), Some("0"));
         assert_eq!(value("statemanager_engine_running"), Some("1"));
         assert_eq!(
+            value("statemanager_build_info{version=\"0.1.0\",store=\"memory\"}"),
+            Some("1")
+        );
+        assert_eq!(
             value("statemanager_commit_batch_size_bucket{le=\"+Inf\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            value("statemanager_commit_batch_size_bucket{le=\"1\"}"),
             Some("1")
         );
         assert_eq!(
@@ -750,6 +947,135 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {family} ")), "{family}");
             assert!(number.parse::<f64>().is_ok(), "{series} {number}");
         }
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn histograms_keep_their_bucket_bounds() {
+        let engine = test_engine().await;
+        let metrics = Arc::new(Metrics::default());
+        metrics.commit_latency_us.observe(300);
+        metrics.commit_latency_us.observe(3_000_000);
+        metrics.batch_size.observe(3);
+        let sources = Sources {
+            metrics,
+            ..test_sources(&engine)
+        };
+        let text = test_page(&sources);
+        let bounds = |family: &str| -> Vec<String> {
+            let prefix = format!("{family}_bucket{{le=\"");
+            text.lines()
+                .filter_map(|line| line.strip_prefix(&prefix)?.split_once('"'))
+                .map(|(bound, _)| bound.to_owned())
+                .collect()
+        };
+        let latency: Vec<String> = engine::LATENCY_BUCKETS_US
+            .iter()
+            .map(|us| (*us as f64 / 1e6).to_string())
+            .chain(["+Inf".to_owned()])
+            .collect();
+        assert_eq!(bounds("statemanager_commit_latency_seconds"), latency);
+        let sizes: Vec<String> = engine::BATCH_SIZE_BUCKETS
+            .iter()
+            .map(u64::to_string)
+            .chain(["+Inf".to_owned()])
+            .collect();
+        assert_eq!(bounds("statemanager_commit_batch_size"), sizes);
+        let samples = samples(&text);
+        let value = |series: &str| samples.get(series).map(String::as_str);
+        assert_eq!(
+            value("statemanager_commit_latency_seconds_bucket{le=\"0.00025\"}"),
+            Some("0")
+        );
+        assert_eq!(
+            value("statemanager_commit_latency_seconds_bucket{le=\"0.0005\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            value("statemanager_commit_latency_seconds_bucket{le=\"2.048\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            value("statemanager_commit_latency_seconds_bucket{le=\"+Inf\"}"),
+            Some("2")
+        );
+        let sum: f64 = value("statemanager_commit_latency_seconds_sum")
+            .expect("a sum")
+            .parse()
+            .expect("a number");
+        assert!((sum - 3.0003).abs() < 1e-9, "{sum}");
+        assert_eq!(
+            value("statemanager_commit_batch_size_bucket{le=\"2\"}"),
+            Some("0")
+        );
+        assert_eq!(
+            value("statemanager_commit_batch_size_bucket{le=\"4\"}"),
+            Some("1")
+        );
+        engine.shutdown().await;
+    }
+
+    /// docs/operations.md lists every family with its type: each is on the
+    /// page under that name and type, and nothing undocumented is.
+    #[tokio::test]
+    async fn every_documented_family_is_exposed_with_its_type() {
+        let engine = test_engine().await;
+        let sources = Sources {
+            bridge: Some(Arc::new(BridgeStats::default())),
+            ..test_sources(&engine)
+        };
+        let text = test_page(&sources);
+        let docs = include_str!("../../../docs/operations.md");
+        let table = docs
+            .split_once("## Metrics and health")
+            .and_then(|(_, rest)| rest.split_once("\n## "))
+            .map(|(section, _)| section)
+            .expect("the Metrics and health section");
+        let documented: BTreeMap<&str, &str> = table
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.strip_prefix("| `statemanager_")?.split(" | ");
+                let name = cells.next()?.trim_end_matches('`');
+                let name = name.split('{').next()?;
+                Some((name, cells.next()?))
+            })
+            .collect();
+        assert!(documented.len() > 40, "{documented:?}");
+        let exposed: BTreeMap<&str, &str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE statemanager_")?.split_once(' '))
+            .collect();
+        assert_eq!(exposed, documented);
+        engine.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn openmetrics_has_the_same_samples() {
+        let engine = test_engine().await;
+        change(&engine, "waiting").await;
+        let sources = Sources {
+            bridge: Some(Arc::new(BridgeStats::default())),
+            ..test_sources(&engine)
+        };
+        let registry = registry(&sources);
+        let prometheus = render(&registry, Format::Prometheus).unwrap();
+        let openmetrics = render(&registry, Format::OpenMetrics).unwrap();
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        assert!(
+            openmetrics.contains("# TYPE statemanager_commits counter\n"),
+            "{openmetrics}"
+        );
+        assert!(
+            openmetrics.contains("# UNIT statemanager_commit_latency_seconds seconds\n"),
+            "{openmetrics}"
+        );
+        let names = |text: &str| -> Vec<String> {
+            samples(text)
+                .into_keys()
+                .filter(|series| !series.contains("_bucket{"))
+                .collect()
+        };
+        assert_eq!(names(&openmetrics), names(&prometheus));
         engine.shutdown().await;
     }
 
@@ -780,7 +1106,7 @@ mod tests {
             metrics,
             ..test_sources(&engine)
         };
-        let text = render(&sources);
+        let text = test_page(&sources);
         let samples = samples(&text);
         let expected = [
             ("statemanager_incidents_opened_total", "11"),
@@ -882,16 +1208,20 @@ mod tests {
         engine.shutdown().await;
     }
 
-    async fn get(address: SocketAddr, path: &str) -> String {
+    async fn request(address: SocketAddr, head: &str) -> String {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
         let mut answer = String::new();
         tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
             .await
             .expect("an answer within 5 s")
             .unwrap();
         answer
+    }
+
+    async fn get(address: SocketAddr, path: &str) -> String {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        request(address, &head).await
     }
 
     #[tokio::test]
@@ -906,13 +1236,41 @@ mod tests {
 
         let metrics = get(address, "/metrics").await;
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
-        assert!(metrics.contains("text/plain; version=0.0.4"), "{metrics}");
         assert!(
-            metrics.contains("statemanager_commits_total 0"),
+            metrics.contains("content-type: text/plain; version=0.0.4"),
             "{metrics}"
         );
+        assert!(
+            metrics.contains("\nstatemanager_commits_total 0\n"),
+            "{metrics}"
+        );
+        let openmetrics = request(
+            address,
+            "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAccept: \
+             application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5\r\n\r\n",
+        )
+        .await;
+        assert!(
+            openmetrics.contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{openmetrics}"
+        );
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        let head = request(
+            address,
+            "HEAD /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
-        assert!(get(address, "/other").await.starts_with("HTTP/1.1 404"));
+        let other = get(address, "/other").await;
+        assert!(other.starts_with("HTTP/1.1 404"), "{other}");
+        assert!(other.contains("try /metrics or /healthz"), "{other}");
+        let post = request(
+            address,
+            "POST /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        assert!(post.starts_with("HTTP/1.1 405"), "{post}");
 
         stopping.store(true, Ordering::Relaxed);
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 503"));
@@ -922,6 +1280,13 @@ mod tests {
         assert!(health.starts_with("HTTP/1.1 503"), "{health}");
         assert!(health.contains("the engine has stopped"), "{health}");
 
+        // An idle keep-alive connection does not hold the shutdown up.
+        let mut idle = tokio::net::TcpStream::connect(address).await.unwrap();
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = [0; 12];
+        idle.read_exact(&mut first).await.unwrap();
         stop.send(true).unwrap();
         tokio::time::timeout(Duration::from_secs(5), server)
             .await
@@ -929,12 +1294,20 @@ mod tests {
             .unwrap();
     }
 
-    #[test]
-    fn seconds_are_exact_decimals() {
-        assert_eq!(micros_as_seconds(250), "0.00025");
-        assert_eq!(micros_as_seconds(2_048_000), "2.048");
-        assert_eq!(micros_as_seconds(1_000_000), "1");
-        assert_eq!(micros_as_seconds(0), "0");
-        assert_eq!(micros_as_seconds(1_500_001), "1.500001");
+    #[tokio::test]
+    async fn a_silent_connection_is_closed_and_frees_its_slot() {
+        let engine = test_engine().await;
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, test_sources(&engine), stopped));
+
+        // Half a request line, then nothing.
+        let mut silent = tokio::net::TcpStream::connect(address).await.unwrap();
+        silent.write_all(b"GET /metr").await.unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(IDLE_TIMEOUT * 2, silent.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "closed after {IDLE_TIMEOUT:?} of silence");
+        assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
     }
 }
