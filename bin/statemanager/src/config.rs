@@ -40,6 +40,8 @@ use transport_grpc::{ActionControllerOptions, ServeOptions};
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:47006";
 /// The ActionController Pullpiri's components call.
 pub const DEFAULT_ACTION_CONTROLLER: &str = "http://127.0.0.1:47001";
+/// How long a shutdown waits for in-flight requests, then for the engine.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The only config file version this daemon reads.
 pub const CONFIG_VERSION: i64 = 1;
 
@@ -67,6 +69,113 @@ pub struct Cli {
     /// The options.
     #[command(flatten)]
     pub options: Options,
+}
+
+impl Cli {
+    /// The command line, each option's help ending in its default
+    /// (`[default: 5s]`) as [`shown_defaults`] reads it from the resolved
+    /// settings. The options keep no clap default: an option not given is
+    /// still `None`, so the file and the environment can fill it.
+    pub fn command_with_defaults() -> clap::Command {
+        let defaults = shown_defaults();
+        <Cli as clap::CommandFactory>::command().mut_args(|arg| {
+            let id = arg.get_id().as_str();
+            match defaults.iter().find(|(name, _)| *name == id) {
+                Some((_, value)) => {
+                    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                    arg.help(format!("{help} [default: {value}]"))
+                }
+                None => arg,
+            }
+        })
+    }
+
+    /// Parses the process's arguments and environment against
+    /// [`Cli::command_with_defaults`].
+    pub fn try_parse_with_defaults() -> Result<Cli, clap::Error> {
+        let matches = Cli::command_with_defaults().try_get_matches()?;
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches)
+    }
+}
+
+/// Each option's default as `--help` shows it, by clap argument id: the
+/// values [`Options::resolve`] applies when nothing is given (with etcd
+/// endpoints and a RocksDbService URL, so that their options resolve too).
+/// The options whose default is a rule rather than a value (`--store`,
+/// `--data-dir`, `--worker-threads`, ...) say so in their doc comment.
+pub fn shown_defaults() -> Vec<(&'static str, String)> {
+    let base = Options {
+        etcd_endpoints: Some(List(vec!["http://127.0.0.1:2379".into()])),
+        pullpiri_kv: Some("http://127.0.0.1:47007".into()),
+        ..Options::default()
+    };
+    let Ok(settings) = base.resolve() else {
+        return Vec::new();
+    };
+    let (StoreSettings::Etcd(etcd), Some(kv)) = (&settings.store, &settings.pullpiri_kv) else {
+        return Vec::new();
+    };
+    let duration = |d: Duration| humantime::format_duration(d).to_string();
+    let engine = &settings.engine;
+    let core = &engine.core;
+    let healing = &engine.healing;
+    let reconcile_on: Vec<String> = core
+        .reconcile_on
+        .iter()
+        .map(|state| state.as_str().to_ascii_lowercase())
+        .collect();
+    let log_format = clap::ValueEnum::to_possible_value(&settings.log_format)
+        .map(|value| value.get_name().to_owned())
+        .unwrap_or_default();
+    vec![
+        ("listen", settings.listen.to_string()),
+        ("etcd_timeout", duration(etcd.request_timeout)),
+        ("etcd_connect_timeout", duration(etcd.connect_timeout)),
+        ("bookkeeping_prefix", engine.bookkeeping_prefix.clone()),
+        ("action_controller", settings.action_controller.clone()),
+        (
+            "action_controller_timeout",
+            duration(settings.action.request_timeout),
+        ),
+        ("info_failure_grace", duration(core.info_failure_grace)),
+        (
+            "node_timeout",
+            core.node_timeout.map_or_else(|| "off".to_owned(), duration),
+        ),
+        ("reconcile_on", reconcile_on.join(",")),
+        ("allow_rearm", core.scenario_policy.allow_rearm.to_string()),
+        (
+            "strict_current_state",
+            core.scenario_policy.strict_current_state.to_string(),
+        ),
+        (
+            "enforce_sources",
+            core.scenario_policy.enforce_sources.to_string(),
+        ),
+        ("history_limit", engine.history_limit.to_string()),
+        ("commit_timeout", duration(engine.commit_timeout)),
+        ("request_timeout", duration(settings.serve.request_timeout)),
+        ("log_format", log_format),
+        ("shutdown_timeout", duration(settings.shutdown_timeout)),
+        ("pullpiri_kv_poll", duration(kv.poll)),
+        ("pullpiri_kv_values", kv.values.to_string()),
+        ("degraded_after", duration(healing.issues.degraded_after)),
+        (
+            "model_dead_after",
+            duration(healing.issues.model_dead_after),
+        ),
+        ("model_dead", healing.issues.model_dead.to_string()),
+        (
+            "repair_foreign_writes",
+            healing.repair_foreign_writes.to_string(),
+        ),
+        ("flap_threshold", healing.tracker.flap_threshold.to_string()),
+        ("flap_window", duration(healing.tracker.flap_window)),
+        ("alert_ttl", duration(healing.alert_ttl)),
+        ("incidents_kept", healing.incidents_kept.to_string()),
+        ("alerts_kept", healing.alerts_kept.to_string()),
+        ("live_node_within", duration(healing.live_node_within)),
+    ]
 }
 
 /// Where the states are kept.
@@ -97,7 +206,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, PartialEq, clap::Args, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Options {
-    /// gRPC address to serve StateManagerConnection on [default: 0.0.0.0:47006].
+    /// gRPC address to serve StateManagerConnection on.
     #[arg(long, env = "STATEMANAGER_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
@@ -145,11 +254,11 @@ pub struct Options {
     )]
     pub etcd_password: Option<Secret>,
 
-    /// Deadline of one etcd call, retries included [default: 5s].
+    /// Deadline of one etcd call, retries included.
     #[arg(long, env = "STATEMANAGER_ETCD_TIMEOUT", value_name = "DURATION")]
     pub etcd_timeout: Option<HumanDuration>,
 
-    /// Deadline for opening a connection to one etcd member [default: 2s].
+    /// Deadline for opening a connection to one etcd member.
     #[arg(
         long,
         env = "STATEMANAGER_ETCD_CONNECT_TIMEOUT",
@@ -157,15 +266,15 @@ pub struct Options {
     )]
     pub etcd_connect_timeout: Option<HumanDuration>,
 
-    /// Prefix of the StateManager's own keys (history, outbox, nodes) [default: /statemanager/].
+    /// Prefix of the StateManager's own keys (history, outbox, nodes).
     #[arg(long, env = "STATEMANAGER_BOOKKEEPING_PREFIX", value_name = "PREFIX")]
     pub bookkeeping_prefix: Option<String>,
 
-    /// ActionController gRPC URL [default: http://127.0.0.1:47001].
+    /// ActionController gRPC URL.
     #[arg(long, env = "STATEMANAGER_ACTION_CONTROLLER", value_name = "URL")]
     pub action_controller: Option<String>,
 
-    /// Deadline of one call to the ActionController [default: 5s].
+    /// Deadline of one call to the ActionController.
     #[arg(
         long,
         env = "STATEMANAGER_ACTION_CONTROLLER_TIMEOUT",
@@ -174,46 +283,46 @@ pub struct Options {
     pub action_controller_timeout: Option<HumanDuration>,
 
     /// How long a container may stay Unknown (or missing) before its model counts
-    /// as Dead, e.g. `0s`, `500ms`, `10s` [default: 10s].
+    /// as Dead, e.g. `0s`, `500ms`, `10s`.
     #[arg(long, env = "STATEMANAGER_INFO_FAILURE_GRACE", value_name = "DURATION")]
     pub info_failure_grace: Option<HumanDuration>,
 
     /// Silence after which a node's containers count as an information failure,
-    /// or `off` [default: off].
+    /// or `off`.
     #[arg(long, env = "STATEMANAGER_NODE_TIMEOUT", value_name = "DURATION|off")]
     pub node_timeout: Option<NodeTimeout>,
 
     /// Package states whose entering asks the ActionController to reconcile,
-    /// comma-separated (e.g. `error,degraded`) [default: error].
+    /// comma-separated (e.g. `error,degraded`).
     #[arg(long, env = "STATEMANAGER_RECONCILE_ON", value_name = "STATES")]
     pub reconcile_on: Option<ReconcileOn>,
 
-    /// Allow scenarios to go back to Waiting from Completed and Denied [default: false].
+    /// Allow scenarios to go back to Waiting from Completed and Denied.
     #[arg(long, env = "STATEMANAGER_ALLOW_REARM", value_name = "BOOL",
           num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub allow_rearm: Option<bool>,
 
     /// Reject a scenario change whose current_state disagrees with the record
-    /// (PRECONDITION_FAILED) [default: false].
+    /// (PRECONDITION_FAILED).
     #[arg(long, env = "STATEMANAGER_STRICT_CURRENT_STATE", value_name = "BOOL",
           num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub strict_current_state: Option<bool>,
 
     /// Check a scenario change's source against the components allowed to make
-    /// it (PERMISSION_DENIED otherwise) [default: false].
+    /// it (PERMISSION_DENIED otherwise).
     #[arg(long, env = "STATEMANAGER_ENFORCE_SOURCES", value_name = "BOOL",
           num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_parser = BoolishValueParser::new())]
     pub enforce_sources: Option<bool>,
 
-    /// History entries kept per resource [default: 100].
+    /// History entries kept per resource.
     #[arg(long, env = "STATEMANAGER_HISTORY_LIMIT", value_name = "N")]
     pub history_limit: Option<usize>,
 
     /// How long one store commit may take before its requests are answered
-    /// RESOURCE_UNAVAILABLE [default: 5s].
+    /// RESOURCE_UNAVAILABLE.
     #[arg(long, env = "STATEMANAGER_COMMIT_TIMEOUT", value_name = "DURATION")]
     pub commit_timeout: Option<HumanDuration>,
 
@@ -228,7 +337,7 @@ pub struct Options {
     pub max_commits_in_flight: Option<usize>,
 
     /// The longest a unary gRPC request may take; clients may ask for less
-    /// with their deadline [default: 30s].
+    /// with their deadline.
     #[arg(long, env = "STATEMANAGER_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub request_timeout: Option<HumanDuration>,
 
@@ -236,11 +345,11 @@ pub struct Options {
     #[arg(long, env = "STATEMANAGER_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
 
-    /// Log format on stderr: `pretty` or `json` [default: pretty].
+    /// Log format on stderr: `pretty` or `json`.
     #[arg(long, env = "STATEMANAGER_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
 
-    /// How long a shutdown waits for in-flight requests, then for the engine [default: 10s].
+    /// How long a shutdown waits for in-flight requests, then for the engine.
     #[arg(long, env = "STATEMANAGER_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<HumanDuration>,
 
@@ -288,13 +397,13 @@ pub struct Options {
     #[arg(long = "pullpiri-kv", env = "ROCKSDB_SERVICE_URL", value_name = "URL")]
     pub pullpiri_kv: Option<String>,
 
-    /// How often definitions are read from the RocksDbService [default: 1s].
+    /// How often definitions are read from the RocksDbService.
     #[arg(long, env = "STATEMANAGER_PULLPIRI_KV_POLL", value_name = "DURATION")]
     pub pullpiri_kv_poll: Option<HumanDuration>,
 
     /// State values written to the RocksDbService: `upstream`
     /// (`SCENARIO_STATE_WAITING`, as upstream's StateManager writes them) or
-    /// `canonical` (`Waiting`) [default: upstream].
+    /// `canonical` (`Waiting`).
     #[arg(long, env = "STATEMANAGER_PULLPIRI_KV_VALUES", value_name = "FORMAT")]
     pub pullpiri_kv_values: Option<KvValues>,
 
@@ -313,7 +422,7 @@ pub struct Options {
 #[command(next_help_heading = "Recovery (also the [recovery] table of the file)")]
 pub struct RecoveryOptions {
     /// How long a package stays Degraded before its incident opens (only
-    /// when --reconcile-on holds degraded) [default: 60s].
+    /// when --reconcile-on holds degraded).
     #[arg(
         long = "recovery-degraded-after",
         env = "STATEMANAGER_RECOVERY_DEGRADED_AFTER",
@@ -322,7 +431,7 @@ pub struct RecoveryOptions {
     pub degraded_after: Option<HumanDuration>,
 
     /// How long a model stays Dead before its incident opens (only with
-    /// --recovery-model-dead) [default: 30s].
+    /// --recovery-model-dead).
     #[arg(
         long = "recovery-model-dead-after",
         env = "STATEMANAGER_RECOVERY_MODEL_DEAD_AFTER",
@@ -330,21 +439,21 @@ pub struct RecoveryOptions {
     )]
     pub model_dead_after: Option<HumanDuration>,
 
-    /// Open ModelDead incidents for Dead models whose package has none [default: false].
+    /// Open ModelDead incidents for Dead models whose package has none.
     #[arg(long = "recovery-model-dead", env = "STATEMANAGER_RECOVERY_MODEL_DEAD",
           value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub model_dead: Option<bool>,
 
     /// Re-derive at once a model or package key that another writer changed
-    /// to a value the reports do not derive [default: true].
+    /// to a value the reports do not derive.
     #[arg(long = "recovery-repair-foreign-writes", env = "STATEMANAGER_RECOVERY_REPAIR_FOREIGN_WRITES",
           value_name = "BOOL", num_args = 0..=1, require_equals = true,
           default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub repair_foreign_writes: Option<bool>,
 
     /// Transitions within --recovery-flap-window that make a resource flap,
-    /// 1 to 64 [default: 5].
+    /// 1 to 64.
     #[arg(
         long = "recovery-flap-threshold",
         env = "STATEMANAGER_RECOVERY_FLAP_THRESHOLD",
@@ -353,7 +462,7 @@ pub struct RecoveryOptions {
     pub flap_threshold: Option<u32>,
 
     /// The flapping window, and how long a flapping resource must be stable
-    /// before its incident acts again [default: 60s].
+    /// before its incident acts again.
     #[arg(
         long = "recovery-flap-window",
         env = "STATEMANAGER_RECOVERY_FLAP_WINDOW",
@@ -361,7 +470,7 @@ pub struct RecoveryOptions {
     )]
     pub flap_window: Option<HumanDuration>,
 
-    /// How long an open alert lives before it expires [default: 7d].
+    /// How long an open alert lives before it expires.
     #[arg(
         long = "recovery-alert-ttl",
         env = "STATEMANAGER_RECOVERY_ALERT_TTL",
@@ -369,7 +478,7 @@ pub struct RecoveryOptions {
     )]
     pub alert_ttl: Option<HumanDuration>,
 
-    /// Ended incidents kept for GetRecoveryStatus [default: 256].
+    /// Ended incidents kept for GetRecoveryStatus.
     #[arg(
         long = "recovery-incidents-kept",
         env = "STATEMANAGER_RECOVERY_INCIDENTS_KEPT",
@@ -377,7 +486,7 @@ pub struct RecoveryOptions {
     )]
     pub incidents_kept: Option<usize>,
 
-    /// Resolved and expired alerts kept [default: 1024].
+    /// Resolved and expired alerts kept.
     #[arg(
         long = "recovery-alerts-kept",
         env = "STATEMANAGER_RECOVERY_ALERTS_KEPT",
@@ -385,7 +494,7 @@ pub struct RecoveryOptions {
     )]
     pub alerts_kept: Option<usize>,
 
-    /// How recently a node must have reported to be a Relocate target [default: 30s].
+    /// How recently a node must have reported to be a Relocate target.
     #[arg(
         long = "recovery-live-node-within",
         env = "STATEMANAGER_RECOVERY_LIVE_NODE_WITHIN",
@@ -744,7 +853,7 @@ impl Options {
             log_format: self.log_format.unwrap_or_default(),
             shutdown_timeout: match self.shutdown_timeout {
                 Some(timeout) => positive("--shutdown-timeout", timeout)?,
-                None => Duration::from_secs(10),
+                None => DEFAULT_SHUTDOWN_TIMEOUT,
             },
             worker_threads: match self.worker_threads {
                 Some(0) => bail!("--worker-threads must be at least 1"),
@@ -2378,6 +2487,84 @@ mod tests {
             let message = format!("{:#}", resolve(&[], file).unwrap_err());
             assert!(message.contains(&format!("'{key}'")), "{file}: {message}");
             assert!(message.contains(says), "{file}: {message}");
+        }
+    }
+
+    /// Every `[default: X]` that `--help` shows is what the daemon does
+    /// without the option: giving X explicitly resolves to the same
+    /// settings. The defaults that are rules, not values, hold as written.
+    #[test]
+    fn help_shows_the_resolved_defaults() {
+        // So that the etcd and RocksDbService options apply.
+        let base_args = [
+            "--etcd-endpoints=http://127.0.0.1:2379",
+            "--pullpiri-kv=http://127.0.0.1:47007",
+        ];
+        let base = cli(&base_args)
+            .options
+            .resolve()
+            .expect("the defaults resolve");
+        let described = [
+            "store",
+            "data_dir",
+            "metrics_listen",
+            "worker_threads",
+            "policy",
+            "pullpiri_kv",
+        ];
+        let mut command = Cli::command_with_defaults();
+        let help = command.render_long_help().to_string();
+        let mut checked = Vec::new();
+        for arg in command.get_arguments() {
+            let text = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            let Some((_, shown)) = text.split_once("[default: ") else {
+                continue;
+            };
+            let id = arg.get_id().as_str();
+            if described.contains(&id) {
+                continue;
+            }
+            let shown = shown.strip_suffix(']').expect("the default ends the help");
+            assert!(help.contains(&format!("[default: {shown}]")), "{help}");
+            let long = arg.get_long().expect("every option has a long flag");
+            let given = format!("--{long}={shown}");
+            let mut argv = base_args.to_vec();
+            argv.push(&given);
+            let settings = cli(&argv)
+                .options
+                .resolve()
+                .unwrap_or_else(|e| panic!("{given}: {e:#}"));
+            assert_eq!(settings, base, "--help shows {given} as the default");
+            checked.push(id.to_owned());
+        }
+        let mut generated: Vec<String> = shown_defaults()
+            .into_iter()
+            .map(|(id, _)| id.to_owned())
+            .collect();
+        generated.sort();
+        checked.sort();
+        assert_eq!(checked, generated, "every generated default is shown once");
+        assert!(checked.len() >= 25, "{checked:?}");
+
+        let defaults = Options::default().resolve().expect("the defaults resolve");
+        assert_eq!(
+            defaults.store,
+            StoreSettings::Embedded(default_data_dir(std::env::var_os("XDG_STATE_HOME")))
+        );
+        assert_eq!(defaults.metrics_listen, None);
+        assert_eq!(defaults.worker_threads, None);
+        assert_eq!(defaults.pullpiri_kv, None);
+        assert_eq!(defaults.policy, None);
+        assert!(
+            help.contains("[default: etcd when --etcd-endpoints is given, embedded otherwise]")
+        );
+        for id in described {
+            let arg = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .expect("a described option");
+            let text = arg.get_help().map(ToString::to_string).unwrap_or_default();
+            assert!(text.contains("[default"), "{id}: {text}");
         }
     }
 }

@@ -20,11 +20,10 @@ mod signals;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use state_store::StoreError;
 
 fn main() -> ExitCode {
-    let cli = match config::Cli::try_parse() {
+    let cli = match config::Cli::try_parse_with_defaults() {
         Ok(cli) => cli,
         Err(error) => {
             // Help and version go to stdout with 0; usage errors to stderr with 2.
