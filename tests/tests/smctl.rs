@@ -271,18 +271,8 @@ fn watch_prints_committed_transitions_and_stops_on_ctrl_c() {
     let mut lines = BufReader::new(table.stdout.take().expect("stdout")).lines();
     let header = lines.next().expect("a header line").expect("utf-8");
     assert!(header.starts_with("AT  "), "{header}");
-    let mut command = smctl_command(&sm.url());
-    command
-        .args(["watch", "scenario", "parking", "--count", "1", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let json = command.spawn().expect("smctl watch starts");
-    // Give the JSON watch the time to subscribe: it has no header.
-    std::thread::sleep(Duration::from_millis(500));
-
     sm.smctl(&["set", "scenario", "other", "waiting"]).ok();
     sm.smctl(&["set", "scenario", "parking", "waiting"]).ok();
-
     let row = lines.next().expect("an event line").expect("utf-8");
     assert!(
         row.contains("StateChange") && row.contains("parking"),
@@ -290,14 +280,36 @@ fn watch_prints_committed_transitions_and_stops_on_ctrl_c() {
     );
     assert!(row.contains("Idle") && row.contains("Waiting"), "{row}");
 
-    let output = json
-        .wait_with_output()
-        .expect("the JSON watch ends after 1 event");
+    // A JSON watch prints nothing until its first event, so new scenarios
+    // are set until it has seen one.
+    let mut command = smctl_command(&sm.url());
+    command
+        .args(["watch", "scenarios", "--count", "1", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut json = command.spawn().expect("smctl watch starts");
+    let started = Instant::now();
+    let mut n = 0;
+    while json.try_wait().expect("try_wait").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the JSON watch saw no event"
+        );
+        n += 1;
+        sm.smctl(&["set", "scenario", &format!("s{n}"), "waiting"])
+            .ok();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let output = json.wait_with_output().expect("the JSON watch's output");
     assert_eq!(output.status.code(), Some(0));
     let event: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("one JSON event on one line");
     assert_eq!(event["event"], "StateChange");
-    assert_eq!(event["name"], "parking");
+    assert_eq!(event["kind"], "scenario");
+    assert!(
+        event["name"].as_str().is_some_and(|n| n.starts_with('s')),
+        "{event}"
+    );
     assert_eq!(event["to"], "Waiting");
 
     interrupt(table.id());

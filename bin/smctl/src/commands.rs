@@ -23,6 +23,23 @@ use crate::{Failure, code_name, diagram, report};
 
 /// Runs the parsed command line; `Ok` when it did what was asked.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let server = cli.connection.server.clone();
+    let timeout = cli.connection.timeout;
+    run_command(cli).await.map_err(|mut failure| {
+        // The client's own deadline (grpc-timeout) says only "Timeout expired".
+        if failure.code.as_deref() == Some(code_name(ErrorCode::Timeout))
+            && failure.message == "Timeout expired"
+        {
+            failure.message = format!(
+                "no answer from the StateManager at '{server}' within {timeout:?} ({})",
+                failure.message
+            );
+        }
+        failure
+    })
+}
+
+async fn run_command(cli: Cli) -> Result<(), Failure> {
     let printer = Printer::new(cli.output);
     match cli.command {
         Command::Diagram { kind } => {
