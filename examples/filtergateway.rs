@@ -14,31 +14,18 @@
 //! Exits with 0 when both changes were accepted (or already made), 1 when
 //! the StateManager refused one.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
 use statemachine_core::{ErrorCode, ResourceKind};
-use transport_grpc::StateManagerClient;
-use transport_grpc::tls::ClientTls;
 
 /// Registers a scenario's condition and reports it met, as the FilterGateway.
 #[derive(Parser)]
 struct Args {
-    /// The StateManager (`https://` with the TLS options).
-    #[arg(long, default_value = "http://127.0.0.1:47006")]
-    server: String,
-    /// CA to verify an https server with.
-    #[arg(long)]
-    ca: Option<PathBuf>,
-    /// Client certificate (`spiffe://piccolo/component/filtergateway`).
-    #[arg(long)]
-    cert: Option<PathBuf>,
-    /// Its private key.
-    #[arg(long)]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    server: examples::Server,
     /// How long the condition takes to be met.
     #[arg(long, default_value_t = 1.0)]
     condition_after_secs: f64,
@@ -58,18 +45,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let client = if args.server.starts_with("https://") {
-        let tls = ClientTls {
-            ca: args.ca,
-            cert: args.cert,
-            key: args.key,
-            domain: None,
-        };
-        StateManagerClient::connect_with_tls(&args.server, &tls).await
-    } else {
-        StateManagerClient::connect(&args.server).await
-    }
-    .with_context(|| format!("connecting to {}", args.server))?;
+    let client = args.server.connect().await.map_err(anyhow::Error::msg)?;
 
     let steps = [
         ("idle", "waiting", "condition registered"),

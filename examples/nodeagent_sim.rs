@@ -20,24 +20,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use statemachine_core::ResourceKind;
-use transport_grpc::StateManagerClient;
-use transport_grpc::tls::ClientTls;
 
 /// Sends the container reports of a YAML scenario, as NodeAgents would.
 #[derive(Parser)]
 struct Args {
-    /// The StateManager (`https://` with the TLS options).
-    #[arg(long, default_value = "http://127.0.0.1:47006")]
-    server: String,
-    /// CA to verify an https server with.
-    #[arg(long)]
-    ca: Option<PathBuf>,
-    /// Client certificate (`spiffe://piccolo/nodeagent/{node}`).
-    #[arg(long)]
-    cert: Option<PathBuf>,
-    /// Its private key.
-    #[arg(long)]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    server: examples::Server,
     /// The scenario file.
     scenario: PathBuf,
 }
@@ -59,18 +47,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let steps = examples::parse_scenario(&text)
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("{}", args.scenario.display()))?;
-    let client = if args.server.starts_with("https://") {
-        let tls = ClientTls {
-            ca: args.ca,
-            cert: args.cert,
-            key: args.key,
-            domain: None,
-        };
-        StateManagerClient::connect_with_tls(&args.server, &tls).await
-    } else {
-        StateManagerClient::connect(&args.server).await
-    }
-    .with_context(|| format!("connecting to {}", args.server))?;
+    let client = args.server.connect().await.map_err(anyhow::Error::msg)?;
 
     for (i, step) in steps.into_iter().enumerate() {
         tokio::time::sleep(step.after).await;

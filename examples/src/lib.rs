@@ -30,10 +30,49 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 use statemachine_core::ReportedContainer;
+use transport_grpc::StateManagerClient;
+use transport_grpc::tls::ClientTls;
+
+/// Where the StateManager is and how to reach it: the options every client
+/// example takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Server {
+    /// The StateManager (`https://` with the TLS options).
+    #[arg(long, default_value = "http://127.0.0.1:47006")]
+    pub server: String,
+    /// CA to verify an https server with.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS (its URI SAN names the caller).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Its private key.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+}
+
+impl Server {
+    /// Connects, with TLS when the URL is `https://`.
+    pub async fn connect(&self) -> Result<StateManagerClient, String> {
+        let connected = if self.server.starts_with("https://") {
+            let tls = ClientTls {
+                ca: self.ca.clone(),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+                domain: None,
+            };
+            StateManagerClient::connect_with_tls(&self.server, &tls).await
+        } else {
+            StateManagerClient::connect(&self.server).await
+        };
+        connected.map_err(|e| format!("connecting to {}: {e}", self.server))
+    }
+}
 
 /// One report of the simulation.
 #[derive(Debug, Clone, PartialEq, Eq)]
