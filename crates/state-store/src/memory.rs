@@ -373,17 +373,14 @@ impl Shared {
             (revision, events, compact)
         };
         let shared = Arc::clone(self);
+        let journal = Arc::clone(&journaled.journal);
         let task = tokio::task::spawn_blocking(move || {
             let _gate = gate;
-            let entry = JournalEntry {
+            journal.append(&JournalEntry {
                 revision,
                 events: &events,
                 compact_revision,
-            };
-            let journal = shared.journal.as_ref().map(|j| Arc::clone(&j.journal));
-            if let Some(journal) = journal {
-                journal.append(&entry)?;
-            }
+            })?;
             Ok((shared.lock().install(events, &shared.config), true))
         });
         task.await.map_err(|error| StoreError::Unavailable {
