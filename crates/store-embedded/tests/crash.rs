@@ -80,14 +80,16 @@ async fn acknowledged_batches_survive_sigkill_whole() {
                 }
             }
         });
-        // Once it writes, let it run for a random while, then kill it.
-        rx.recv_timeout(Duration::from_secs(30))
+        // Once it writes, let it run for a random while, then kill it. The
+        // first acknowledgement counts too: the kill may follow it at once.
+        let first = rx
+            .recv_timeout(Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("round {round}: the writer acknowledged nothing"));
         std::thread::sleep(Duration::from_millis(rng.random_range(0..150)));
         child.kill().expect("SIGKILL");
         child.wait().unwrap();
         reader.join().unwrap();
-        let acked = rx.try_iter().max().unwrap_or(0).max(highest_acked);
+        let acked = rx.try_iter().fold(first, u64::max).max(highest_acked);
 
         let store = EmbeddedStore::open(EmbeddedConfig::new(dir.path()))
             .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL: {e}"));
