@@ -161,6 +161,58 @@ impl Engine {
         })
     }
 
+    /// Starts a follower of an HA group: it loads the cache from the store
+    /// and keeps it in line with the store's watches (the leader's writes),
+    /// answers queries from it, and writes nothing: inputs are answered
+    /// RESOURCE_UNAVAILABLE, the outbox and recovery are left to the leader.
+    /// To take over, shut it down and [`Engine::start`] a leader.
+    pub async fn start_follower(
+        store: Arc<dyn StateStore>,
+        action: Arc<dyn ActionPort>,
+        config: EngineConfig,
+    ) -> Result<Engine, StoreError> {
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
+        let metrics = Arc::new(Metrics::default());
+        let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
+        let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
+        // Nothing reads these: a follower delivers nothing and heals nothing.
+        let (outbox_tx, _) = mpsc::unbounded_channel();
+        let (healer_tx, _) = mpsc::unbounded_channel();
+        let (healer_commands_tx, _) = mpsc::channel(1);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let keys = Bookkeeping::new(&config.bookkeeping_prefix);
+        let handle = EngineHandle {
+            commands: commands_tx,
+            events: events_tx.clone(),
+            history: Arc::new(query::HistoryReader {
+                store: store.clone(),
+                keys,
+                timeout: config.commit_timeout,
+            }),
+            action,
+            healer: healer_commands_tx,
+            answer_timeout: answer_deadline(&config),
+            commit_timeout: config.commit_timeout,
+            metrics: metrics.clone(),
+            access: config.core.access.clone(),
+        };
+        let io = owner::OwnerIo {
+            commands: commands_rx,
+            events: events_tx,
+            outbox: outbox_tx,
+            healer: healer_tx,
+            shutdown: shutdown_rx,
+        };
+        let mut owner = owner::Owner::new(store, clock, config, metrics.clone(), io).into_passive();
+        let (_, watches) = owner.load().await?;
+        Ok(Engine {
+            handle,
+            metrics,
+            shutdown: shutdown_tx,
+            tasks: vec![tokio::spawn(owner.run(watches))],
+        })
+    }
+
     /// A handle for callers (cheap to clone).
     pub fn handle(&self) -> EngineHandle {
         self.handle.clone()

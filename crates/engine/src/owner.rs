@@ -85,6 +85,10 @@ pub(crate) struct Owner {
     /// checks with a read that the store answers, so that while it is down
     /// inputs are answered "nothing was written" instead of being sent.
     store_suspect: bool,
+    /// A follower's owner (HA): it keeps the cache in line with the store's
+    /// watches and answers queries, but writes nothing; inputs are answered
+    /// RESOURCE_UNAVAILABLE (the leader's, not this instance's, to commit).
+    passive: bool,
 }
 
 impl Owner {
@@ -128,7 +132,14 @@ impl Owner {
             outbox_check_due: false,
             warned_model_names: HashSet::new(),
             store_suspect: false,
+            passive: false,
         }
+    }
+
+    /// Makes this a follower's owner: no writes, no ticks, no re-evaluation.
+    pub(crate) fn into_passive(mut self) -> Self {
+        self.passive = true;
+        self
     }
 
     /// The owner loop: one arm per source. New commands are taken when no
@@ -140,10 +151,13 @@ impl Owner {
             if self.inflight.is_empty() && self.outbox_check_due {
                 self.hand_lost_reconciles().await;
             }
-            let deadline = self
-                .snapshot
-                .next_deadline(self.last_tick_ns)
-                .map(|at| ns_to_duration(at.saturating_sub(self.clock.now_ns())));
+            let deadline = if self.passive {
+                None
+            } else {
+                self.snapshot
+                    .next_deadline(self.last_tick_ns)
+                    .map(|at| ns_to_duration(at.saturating_sub(self.clock.now_ns())))
+            };
             let resync = self.next_resync();
             let room = self.inflight.is_empty() && self.held.len() < self.config.max_batch_inputs;
             tokio::select! {
@@ -193,7 +207,7 @@ impl Owner {
             StoreEventKind::Put => self.feed_put(feed, &kv.key, &kv.value, kv.mod_revision),
             StoreEventKind::Delete => self.feed_delete(feed, &kv.key, kv.mod_revision),
         };
-        if !affected.is_empty() {
+        if !affected.is_empty() && !self.passive {
             self.held
                 .push_back(Queued::new(Pending::Reevaluate(affected)));
         }
@@ -227,6 +241,10 @@ impl Owner {
     /// committed states only), or queues an input; returns whether it
     /// queued one.
     fn accept(&mut self, command: Command) -> bool {
+        if self.passive {
+            self.accept_passive(command);
+            return false;
+        }
         let cache = Cache {
             snapshot: &self.snapshot,
             last_change: &self.last_change,
@@ -270,6 +288,43 @@ impl Owner {
         false
     }
 
+    /// A follower answers queries from its cache and every input
+    /// RESOURCE_UNAVAILABLE: writes are the leader's (the gRPC layer sends
+    /// them there when it knows one).
+    fn accept_passive(&mut self, command: Command) {
+        let cache = Cache {
+            snapshot: &self.snapshot,
+            last_change: &self.last_change,
+        };
+        let input = match command {
+            Command::Get(kind, name, reply) => {
+                let _ = reply.send(cache.view(kind, &name));
+                return;
+            }
+            Command::List(kind, state, limit, reply) => {
+                let _ = reply.send(cache.list(kind, state.as_deref(), limit));
+                return;
+            }
+            Command::Context(kind, name, reply) => {
+                let _ = reply.send(self.action_context(kind, &name));
+                return;
+            }
+            Command::Recovery(_) => return,
+            Command::Change(request, identity, caller) => {
+                Pending::Change(request, identity, caller)
+            }
+            Command::Report(report, caller) => Pending::Report(report, caller),
+            Command::Sync(_, _, _, caller) => {
+                Pending::Sync(statemachine_core::Affected::default(), caller)
+            }
+        };
+        self.answer_unavailable(
+            vec![input],
+            FOLLOWER_ANSWER,
+            "writes go to the leader of the HA group",
+        );
+    }
+
     /// After the package states were re-listed: writes the reconciles a
     /// crash of another writer lost and hands them to the outbox worker
     /// (the pending ones it has already).
@@ -292,6 +347,10 @@ impl Owner {
         format!("sm-{now}-{}", self.ids)
     }
 }
+
+/// What a follower answers an input it cannot forward.
+pub(crate) const FOLLOWER_ANSWER: &str =
+    "this instance is not the leader and knows none yet; nothing was written";
 
 /// Sleeps until `at`, or for ever.
 async fn sleep_until(at: Option<tokio::time::Instant>) {

@@ -151,6 +151,12 @@ fn endpoint(address: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientEr
     endpoint.tls_config(config).map_err(invalid)
 }
 
+/// A channel to `address` that connects on its first call (inside a tokio
+/// runtime), over TLS per `tls` for an `https://` address.
+pub fn lazy_channel(address: &str, tls: Option<&ClientTls>) -> Result<Channel, ClientError> {
+    Ok(endpoint(address, tls)?.connect_lazy())
+}
+
 impl StateManagerClient {
     /// Connects to the StateManager at `endpoint` (`http://host:port`),
     /// failing within a few seconds when it cannot be reached.
@@ -182,18 +188,14 @@ impl StateManagerClient {
 
     /// A client that connects on its first call (inside a tokio runtime).
     pub fn connect_lazy(endpoint: &str) -> Result<Self, ClientError> {
-        Ok(Self::from_channel(
-            self::endpoint(endpoint, None)?.connect_lazy(),
-        ))
+        Ok(Self::from_channel(lazy_channel(endpoint, None)?))
     }
 
     /// As [`connect_lazy`](Self::connect_lazy), over TLS as
     /// [`connect_with_tls`](Self::connect_with_tls) describes (the files
     /// are read and checked now).
     pub fn connect_lazy_with_tls(endpoint: &str, tls: &ClientTls) -> Result<Self, ClientError> {
-        Ok(Self::from_channel(
-            self::endpoint(endpoint, Some(tls))?.connect_lazy(),
-        ))
+        Ok(Self::from_channel(lazy_channel(endpoint, Some(tls))?))
     }
 
     /// A client over an existing channel.

@@ -39,11 +39,42 @@ pub use healing::HEALTH_WAIT;
 /// refused with `OutOfRange`/`ResourceExhausted` before they reach a handler.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
+/// The engine a server answers from: one, or the current one of an HA
+/// member, whose engine changes with its role.
+#[derive(Clone)]
+pub enum Engines {
+    /// Always this engine.
+    One(EngineHandle),
+    /// Whichever engine the channel holds when a request comes.
+    Switching(watch::Receiver<EngineHandle>),
+}
+
+impl Engines {
+    fn current(&self) -> EngineHandle {
+        match self {
+            Engines::One(engine) => engine.clone(),
+            Engines::Switching(engines) => engines.borrow().clone(),
+        }
+    }
+}
+
+impl From<EngineHandle> for Engines {
+    fn from(engine: EngineHandle) -> Self {
+        Engines::One(engine)
+    }
+}
+
+impl From<watch::Receiver<EngineHandle>> for Engines {
+    fn from(engines: watch::Receiver<EngineHandle>) -> Self {
+        Engines::Switching(engines)
+    }
+}
+
 /// The `StateManagerConnection` service: a thin translator in front of the
 /// engine. Cheap to clone.
 #[derive(Clone)]
 pub struct StateManagerService {
-    engine: EngineHandle,
+    engines: Engines,
     /// Flips to `true` when the server shuts down, ending open subscriptions
     /// (otherwise a graceful shutdown would wait for them forever).
     shutdown: Option<watch::Receiver<bool>>,
@@ -53,18 +84,23 @@ impl StateManagerService {
     /// A service answering from `engine`. Its subscriptions end only when
     /// their clients leave or the engine stops; [`serve`] also ends them at
     /// shutdown.
-    pub fn new(engine: EngineHandle) -> Self {
+    pub fn new(engine: impl Into<Engines>) -> Self {
         Self {
-            engine,
+            engines: engine.into(),
             shutdown: None,
         }
     }
 
-    fn with_shutdown(engine: EngineHandle, shutdown: watch::Receiver<bool>) -> Self {
+    fn with_shutdown(engines: Engines, shutdown: watch::Receiver<bool>) -> Self {
         Self {
-            engine,
+            engines,
             shutdown: Some(shutdown),
         }
+    }
+
+    /// The engine to answer the current request.
+    fn engine(&self) -> EngineHandle {
+        self.engines.current()
     }
 
     /// The tonic server for this service, decoding requests of at most
@@ -90,7 +126,7 @@ impl StateManagerService {
         within: Option<Duration>,
     ) -> Result<Response<ms::SendContainerListResponse>, Status> {
         let node = report.node.clone();
-        let answer = self.engine.report_containers_within(report, within).await;
+        let answer = self.engine().report_containers_within(report, within).await;
         convert::container_list_response(&node, answer).map(Response::new)
     }
 }
@@ -198,7 +234,7 @@ impl StateManagerConnection for StateManagerService {
             }
         };
         let answer = self
-            .engine
+            .engine()
             .change_state_by(request, caller.clone(), within)
             .await;
         self.audit_change(caller.as_ref(), &resource, &answer);
@@ -245,7 +281,7 @@ impl StateManagerConnection for StateManagerService {
             &resource,
         )?;
         let request = convert::offload_request(request.into_inner());
-        let result = self.engine.offload(request).await;
+        let result = self.engine().offload(request).await;
         convert::offloading_response(result).map(Response::new)
     }
 
@@ -259,7 +295,7 @@ impl StateManagerConnection for StateManagerService {
         let request = request.into_inner();
         let kind = convert::query_kind(request.resource_type)?;
         convert::query_name(&request.resource_name)?;
-        let view = match self.engine.get_state(kind, &request.resource_name).await {
+        let view = match self.engine().get_state(kind, &request.resource_name).await {
             Ok(view) => view,
             Err(engine::EngineError::NotFound(_)) => None,
             Err(error) => return Err(convert::engine_status(&error)),
@@ -299,7 +335,7 @@ impl StateManagerConnection for StateManagerService {
         // apply the limit afterwards.
         let engine_limit = if labelled { 0 } else { limit };
         let (views, total) = self
-            .engine
+            .engine()
             .list(kind, state, engine_limit)
             .await
             .map_err(|error| convert::engine_status(&error))?;
@@ -338,7 +374,7 @@ impl StateManagerConnection for StateManagerService {
         convert::query_name(&request.resource_name)?;
         let query = convert::history_query(&request)?;
         match self
-            .engine
+            .engine()
             .history(kind, &request.resource_name, query)
             .await
         {
@@ -346,7 +382,7 @@ impl StateManagerConnection for StateManagerService {
             Ok(entries)
                 if entries.is_empty()
                     && matches!(
-                        self.engine.get_state(kind, &request.resource_name).await,
+                        self.engine().get_state(kind, &request.resource_name).await,
                         Ok(None) | Err(engine::EngineError::NotFound(_))
                     ) =>
             {
@@ -434,7 +470,7 @@ impl StateManagerConnection for StateManagerService {
         let filter = convert::event_filter(request.get_ref())?;
         // WIRE-PROTOCOL: registered before the response headers are sent, so
         // every change committed after the client has them is delivered.
-        let subscription = self.engine.subscribe(filter);
+        let subscription = self.engine().subscribe(filter);
         Ok(Response::new(event_stream(
             subscription,
             self.shutdown.clone(),
@@ -510,10 +546,27 @@ pub async fn serve<F>(
 where
     F: Future<Output = ()> + Send,
 {
+    let (_, no_leader) = watch::channel(None);
+    serve_member(engine.into(), no_leader, listener, options, shutdown).await
+}
+
+/// [`serve`] for a member of an HA group: requests are answered by the
+/// engine `engines` holds at the time, and while `routes` names a leader
+/// the methods it does not answer itself go there ([`crate::forward`]).
+pub async fn serve_member<F>(
+    engines: Engines,
+    routes: crate::forward::Routes,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    F: Future<Output = ()> + Send,
+{
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
     let (stop_streams, stopping) = watch::channel(false);
-    let service =
-        StateManagerService::with_shutdown(engine, stopping).into_server(options.max_message_bytes);
+    let service = StateManagerService::with_shutdown(engines, stopping)
+        .into_server(options.max_message_bytes);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -553,6 +606,7 @@ where
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
         .timeout(options.request_timeout)
+        .layer(crate::forward::ForwardLayer { routes })
         .add_service(service)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -81,6 +81,9 @@ impl Owner {
         for (feed, prefix) in feeds(&self.keys) {
             watches.push(self.watch(feed, prefix, start + 1).await?);
         }
+        if self.passive {
+            return Ok((Vec::new(), watches));
+        }
         // Definitions written while the StateManager was down: initial states.
         if !affected.is_empty() {
             self.held
@@ -121,7 +124,8 @@ impl Owner {
         before: Option<statemachine_core::AnyState>,
     ) -> Affected {
         let after = self.snapshot.state(kind, name);
-        if before.is_none() || after == before {
+        // A follower's every state comes from the leader's writes.
+        if self.passive || before.is_none() || after == before {
             return Affected::default();
         }
         if !matches!(kind, ResourceKind::Model | ResourceKind::Package) {

@@ -530,7 +530,12 @@ impl Owner {
         );
     }
 
-    fn answer_unavailable(&mut self, inputs: Vec<Pending>, message: &str, details: &str) {
+    pub(super) fn answer_unavailable(
+        &mut self,
+        inputs: Vec<Pending>,
+        message: &str,
+        details: &str,
+    ) {
         let now = self.clock.now_ns();
         for input in inputs {
             if matches!(input, Pending::Change(..) | Pending::Report(..)) {

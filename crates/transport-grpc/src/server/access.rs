@@ -82,8 +82,8 @@ fn unidentified(cert: &PeerCertificate) -> String {
 
 impl StateManagerService {
     /// The engine's access policy, if any.
-    fn policy(&self) -> Option<&Arc<Policy>> {
-        self.engine.access_policy()
+    fn policy(&self) -> Option<Arc<Policy>> {
+        self.engine().access_policy().cloned()
     }
 
     /// The caller's identity under `policy`, from its certificate, or the
@@ -111,7 +111,7 @@ impl StateManagerService {
         resource: &str,
         denial: &Denial,
     ) {
-        self.engine.metrics().count_denied(class);
+        self.engine().metrics().count_denied(class);
         warn!(
             target: "audit",
             identity = %denial.who,
@@ -181,7 +181,7 @@ impl StateManagerService {
             return Ok(None);
         };
         let checked =
-            Self::identify(policy, PeerCertificate::of(request)).and_then(|identity| match policy
+            Self::identify(&policy, PeerCertificate::of(request)).and_then(|identity| match policy
                 .call(&identity, class)
             {
                 Decision::Allowed { .. } => Ok(identity),
@@ -233,7 +233,7 @@ impl StateManagerService {
         };
         let resource = format!("node/{node}");
         let checked =
-            Self::identify(policy, PeerCertificate::of(request)).and_then(|identity| match policy
+            Self::identify(&policy, PeerCertificate::of(request)).and_then(|identity| match policy
                 .report(&identity, node)
             {
                 Decision::Allowed { .. } => Ok(identity),
@@ -270,7 +270,7 @@ impl StateManagerService {
         let Some(policy) = self.policy() else {
             return Ok(None);
         };
-        let checked = Self::identify(policy, peer).and_then(|identity| {
+        let checked = Self::identify(&policy, peer).and_then(|identity| {
             if identity.is_named_by(source) {
                 Ok(identity)
             } else {

@@ -61,7 +61,8 @@ impl StateManagerService {
         let left = deadline.map_or(HEALTH_WAIT, |d| {
             d.saturating_duration_since(Instant::now()).min(HEALTH_WAIT)
         });
-        let health = self.engine.health(kind, &state.resource_name);
+        let engine = self.engine();
+        let health = engine.health(kind, &state.resource_name);
         match within(Some(left), "", health).await {
             Ok(Ok(health)) => convert::merge_health(state, health),
             Ok(Err(error)) => {
@@ -93,7 +94,7 @@ impl StateManagerService {
         }
         let (kind, name, deep) = convert::sync_target(request.get_ref())?;
         info!(%kind, name = %name, deep, "forced synchronization requested");
-        let answer = self.engine.force_sync(kind, &name, deep, deadline).await;
+        let answer = self.engine().force_sync(kind, &name, deep, deadline).await;
         Ok(Response::new(convert::force_sync_response(
             answer,
             engine::wall_clock_ns(),
@@ -117,7 +118,7 @@ impl StateManagerService {
         let answer = within(
             deadline,
             MAY_STILL_HAPPEN,
-            self.engine.trigger_recovery(request),
+            self.engine().trigger_recovery(request),
         )
         .await?;
         recovery_response(answer)
@@ -135,7 +136,7 @@ impl StateManagerService {
         let answer = within(
             deadline,
             MAY_STILL_HAPPEN,
-            self.engine.abort_recovery(target, reason),
+            self.engine().abort_recovery(target, reason),
         )
         .await?;
         recovery_response(answer)
@@ -149,7 +150,7 @@ impl StateManagerService {
         let resource = request.get_ref().resource_name.clone();
         self.gate(&request, "GetRecoveryStatus", MethodClass::Read, &resource)?;
         let target = convert::status_target(request.get_ref())?;
-        match within(deadline, "", self.engine.recovery_status(target)).await? {
+        match within(deadline, "", self.engine().recovery_status(target)).await? {
             Ok(view) => Ok(Response::new(sm::RecoveryStatusResponse {
                 status: Some(convert::recovery_status(&view)),
                 success: true,
@@ -181,7 +182,7 @@ impl StateManagerService {
         let answer = within(
             deadline,
             "; the outcome is unknown: read it back with GetPendingAlerts",
-            self.engine.acknowledge_alert(
+            self.engine().acknowledge_alert(
                 &request.alert_id,
                 &request.acknowledged_by,
                 &request.acknowledgment_message,
@@ -206,7 +207,7 @@ impl StateManagerService {
         let deadline = caller_deadline(request.metadata());
         self.gate(&request, "GetPendingAlerts", MethodClass::Read, "")?;
         let query = convert::alert_query(request.get_ref())?;
-        let page = within(deadline, "", self.engine.pending_alerts(query))
+        let page = within(deadline, "", self.engine().pending_alerts(query))
             .await?
             .map_err(|error| convert::engine_status(&error))?;
         Ok(Response::new(convert::pending_alerts_response(&page)))
@@ -224,7 +225,7 @@ impl StateManagerService {
         let answer = within(
             deadline,
             "; the outcome is unknown: read it back with GetRecoveryStatus",
-            self.engine.state_diff(diff),
+            self.engine().state_diff(diff),
         )
         .await?;
         match answer {
