@@ -159,6 +159,7 @@ pub fn shown_defaults() -> Vec<(&'static str, String)> {
         ("shutdown_timeout", duration(settings.shutdown_timeout)),
         ("pullpiri_kv_poll", duration(kv.poll)),
         ("pullpiri_kv_values", kv.values.to_string()),
+        ("ha_lease_ttl", duration(election::DEFAULT_TTL)),
         ("degraded_after", duration(healing.issues.degraded_after)),
         (
             "model_dead_after",
@@ -407,6 +408,29 @@ pub struct Options {
     #[arg(long, env = "STATEMANAGER_PULLPIRI_KV_VALUES", value_name = "FORMAT")]
     pub pullpiri_kv_values: Option<KvValues>,
 
+    /// High availability with the default group name (`default`): the
+    /// same as --ha-group=default.
+    #[arg(long, env = "STATEMANAGER_HA", value_name = "BOOL",
+          num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_parser = BoolishValueParser::new())]
+    pub ha: Option<bool>,
+
+    /// High availability: join the group NAME of daemons on the same etcd;
+    /// one leads and writes, the others follow and forward writes to it
+    /// (docs/operations.md) [default: off].
+    #[arg(long, env = "STATEMANAGER_HA_GROUP", value_name = "NAME")]
+    pub ha_group: Option<String>,
+
+    /// The leader's lease in etcd: a leader that dies is replaced about
+    /// this long after.
+    #[arg(long, env = "STATEMANAGER_HA_LEASE_TTL", value_name = "DURATION")]
+    pub ha_lease_ttl: Option<HumanDuration>,
+
+    /// The gRPC URL other members reach this one at (default: from --listen,
+    /// which must then name an address, not 0.0.0.0).
+    #[arg(long, env = "STATEMANAGER_HA_ADVERTISE", value_name = "URL")]
+    pub ha_advertise: Option<String>,
+
     /// Self-healing: the `--recovery-*` flags and the file's `[recovery]`
     /// table (not top-level keys of the file).
     #[command(flatten)]
@@ -553,6 +577,10 @@ impl Options {
             pullpiri_kv,
             pullpiri_kv_poll,
             pullpiri_kv_values,
+            ha,
+            ha_group,
+            ha_lease_ttl,
+            ha_advertise,
             recovery,
         } = self;
         Options {
@@ -596,6 +624,10 @@ impl Options {
             pullpiri_kv: pullpiri_kv.or(lower.pullpiri_kv),
             pullpiri_kv_poll: pullpiri_kv_poll.or(lower.pullpiri_kv_poll),
             pullpiri_kv_values: pullpiri_kv_values.or(lower.pullpiri_kv_values),
+            ha: ha.or(lower.ha),
+            ha_group: ha_group.or(lower.ha_group),
+            ha_lease_ttl: ha_lease_ttl.or(lower.ha_lease_ttl),
+            ha_advertise: ha_advertise.or(lower.ha_advertise),
             recovery: recovery.over(lower.recovery),
         }
     }
@@ -787,6 +819,23 @@ impl Options {
             bail!("--action-controller must not be empty");
         }
 
+        let ha = ha_settings(
+            HaOptions {
+                ha: self.ha,
+                group: self.ha_group.clone(),
+                lease_ttl: self.ha_lease_ttl,
+                advertise: self.ha_advertise.clone(),
+            },
+            listen,
+            &store,
+            self.tls_cert.is_some(),
+        )?;
+        if ha.is_some() && pullpiri_kv.is_some() {
+            bail!(
+                "--pullpiri-kv does not go with --ha yet: run the RocksDbService bridge on a \
+                 daemon outside the group"
+            );
+        }
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsSettings {
                 cert,
@@ -833,6 +882,10 @@ impl Options {
             ))),
             (None, false) => None,
         };
+        if ha.is_some() {
+            // The fence is one more compare in every transaction.
+            engine.max_txn_ops = engine.max_txn_ops.saturating_sub(1).max(1);
+        }
         let action_controller_tls = ActionControllerTls {
             ca: self.action_controller_ca,
             cert: self.action_controller_cert,
@@ -860,8 +913,96 @@ impl Options {
                 threads => threads,
             },
             pullpiri_kv,
+            ha,
         })
     }
+}
+
+/// `--ha`/`--ha-group` and their companions, checked.
+fn ha_settings(
+    options: HaOptions,
+    listen: SocketAddr,
+    store: &StoreSettings,
+    tls: bool,
+) -> anyhow::Result<Option<HaSettings>> {
+    let group = match (&options.group, options.ha) {
+        (Some(group), Some(false)) => bail!("--ha=false and --ha-group '{group}' disagree"),
+        (Some(group), _) => Some(group.clone()),
+        (None, Some(true)) => Some(DEFAULT_HA_GROUP.to_owned()),
+        (None, _) => None,
+    };
+    let Some(group) = group else {
+        if options.lease_ttl.is_some() || options.advertise.is_some() {
+            bail!("--ha-lease-ttl and --ha-advertise apply only with --ha or --ha-group");
+        }
+        return Ok(None);
+    };
+    if group.is_empty()
+        || !group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        bail!("--ha-group '{group}' must be letters, digits, '-', '_' or '.'");
+    }
+    if !matches!(store, StoreSettings::Etcd(_)) {
+        bail!(
+            "--ha needs --store etcd: the members of a group share one etcd, \
+             which elects their leader"
+        );
+    }
+    let lease_ttl = match options.lease_ttl {
+        Some(ttl) if ttl.0 < Duration::from_secs(1) || ttl.0.subsec_nanos() != 0 => {
+            bail!("--ha-lease-ttl must be whole seconds, at least 1s (etcd leases count seconds)")
+        }
+        Some(ttl) => ttl.0,
+        None => election::DEFAULT_TTL,
+    };
+    let scheme = if tls { "https" } else { "http" };
+    let advertise = match &options.advertise {
+        Some(url) => {
+            let rest = url
+                .strip_prefix("http://")
+                .or_else(|| url.strip_prefix("https://"))
+                .unwrap_or_default();
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                bail!("--ha-advertise '{url}' is not an http:// or https:// URL");
+            }
+            url.clone()
+        }
+        None if listen.ip().is_unspecified() => bail!(
+            "--listen {listen} names no address the other members can reach: \
+             give --ha-advertise (e.g. {scheme}://this-host:{})",
+            listen.port()
+        ),
+        None => format!("{scheme}://{listen}"),
+    };
+    Ok(Some(HaSettings {
+        group,
+        lease_ttl,
+        advertise,
+    }))
+}
+
+/// The HA options as given.
+struct HaOptions {
+    ha: Option<bool>,
+    group: Option<String>,
+    lease_ttl: Option<HumanDuration>,
+    advertise: Option<String>,
+}
+
+/// The group `--ha` joins.
+pub const DEFAULT_HA_GROUP: &str = "default";
+
+/// High availability: the group, the lease and where this member serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaSettings {
+    /// The group's name (its election key is `{prefix}leader/{group}`).
+    pub group: String,
+    /// The leader's lease TTL.
+    pub lease_ttl: Duration,
+    /// This member's gRPC URL, for the others to forward writes to.
+    pub advertise: String,
 }
 
 fn positive(flag: &str, duration: HumanDuration) -> anyhow::Result<Duration> {
@@ -945,6 +1086,8 @@ pub struct Settings {
     pub policy: Option<PathBuf>,
     /// TLS files for an `https://` ActionController.
     pub action_controller_tls: ActionControllerTls,
+    /// High availability, when `--ha` or `--ha-group` is given.
+    pub ha: Option<HaSettings>,
 }
 
 /// The gRPC server's certificate files.

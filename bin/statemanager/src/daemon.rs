@@ -3,11 +3,12 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use engine::Engine;
+use election::{EtcdElection, LeaderElection};
+use engine::{ActionPort, Engine, EngineHandle};
 use pullpiri_kv::Bridge;
 use state_store::{MemoryStore, StateStore};
 use store_embedded::{EmbeddedConfig, EmbeddedStore};
@@ -16,9 +17,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
-use transport_grpc::{ActionControllerClient, ClientTls, ServeError, ServerTls, ServerTlsFiles};
+use transport_grpc::forward::{LeaderRoute, Routes};
+use transport_grpc::{
+    ActionControllerClient, ClientTls, Engines, ServeError, ServerTls, ServerTlsFiles,
+};
 
-use crate::config::{Settings, StoreSettings};
+use crate::config::{HaSettings, Settings, StoreSettings};
+use crate::ha::{self, Member};
 use crate::metrics;
 use crate::signals::{Event, Signals};
 
@@ -67,12 +72,40 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         action.address()
     );
 
-    let engine = Engine::start(store.clone(), Arc::new(action), settings.engine.clone())
-        .await
-        .context("starting the engine: loading the states from the store failed")?;
-    let handle = engine.handle();
+    let action: Arc<dyn ActionPort> = Arc::new(action);
+    let counters = Arc::new(engine::Metrics::default());
     let stopping = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let (running, ha_status) = match (&settings.ha, &etcd) {
+        (Some(ha), Some(etcd)) => {
+            let member =
+                start_member(ha, &settings, etcd, store.clone(), action, &counters).await?;
+            let status = member.status.clone();
+            let engines = member.engines.subscribe();
+            let routes = member.routes.subscribe();
+            (
+                Running::Member {
+                    task: tokio::spawn(member.member.run(member.first, stop_rx.clone())),
+                    engines,
+                    routes,
+                },
+                Some(status),
+            )
+        }
+        (Some(_), None) => bail!("--ha needs --store etcd"),
+        (None, _) => {
+            let engine = Engine::start_with_metrics(
+                store.clone(),
+                action,
+                settings.engine.clone(),
+                counters.clone(),
+            )
+            .await
+            .context("starting the engine: loading the states from the store failed")?;
+            (Running::One(engine), None)
+        }
+    };
+    let engines = running.engines();
 
     // Started after the engine, so that the definitions it writes into the
     // store reach the engine's watch like any other writer's.
@@ -88,8 +121,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         Some(listener) => {
             let address = local_address(&listener)?;
             let sources = metrics::Sources {
-                metrics: engine.metrics(),
-                engine: handle.clone(),
+                metrics: counters.clone(),
+                engine: engines.clone(),
+                ha: ha_status.clone(),
                 etcd,
                 store_kind: settings.store.kind().name(),
                 bridge: bridge.as_ref().map(Bridge::stats),
@@ -112,8 +146,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let mut grpc_stop = stop_rx.clone();
     let mut serve_options = settings.serve.clone();
     serve_options.tls = tls.clone();
-    let mut grpc: JoinHandle<Result<(), ServeError>> = tokio::spawn(transport_grpc::serve(
-        handle.clone(),
+    let mut grpc: JoinHandle<Result<(), ServeError>> = tokio::spawn(transport_grpc::serve_member(
+        engines.clone(),
+        running.routes(),
         grpc_listener,
         serve_options,
         async move {
@@ -140,7 +175,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
                 });
             }
             _ = check.tick() => {
-                if !handle.is_running() {
+                if !running.is_running() {
                     break Err(anyhow::anyhow!("the engine stopped unexpectedly"));
                 }
             }
@@ -172,9 +207,9 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     tokio::select! {
-        stopped = tokio::time::timeout(limit, engine.shutdown()) => match stopped {
+        stopped = tokio::time::timeout(limit * 2, running.shutdown()) => match stopped {
             Ok(()) => info!("engine stopped"),
-            Err(_) => warn!("the engine did not stop within {limit:?}; leaving it"),
+            Err(_) => warn!("the engine did not stop within {:?}; leaving it", limit * 2),
         },
         signal = signals.recv() => warn!("received {signal} again: not waiting for the engine"),
     }
@@ -194,6 +229,141 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         info!("stopped");
     }
     outcome
+}
+
+/// The engine the daemon runs: one, or an HA member's changing one.
+enum Running {
+    One(Engine),
+    Member {
+        task: JoinHandle<()>,
+        engines: watch::Receiver<EngineHandle>,
+        routes: Routes,
+    },
+}
+
+impl Running {
+    fn engines(&self) -> Engines {
+        match self {
+            Running::One(engine) => Engines::One(engine.handle()),
+            Running::Member { engines, .. } => Engines::Switching(engines.clone()),
+        }
+    }
+
+    /// Where a follower forwards to (never, for a lone daemon).
+    fn routes(&self) -> Routes {
+        match self {
+            Running::One(_) => watch::channel(None).1,
+            Running::Member { routes, .. } => routes.clone(),
+        }
+    }
+
+    fn is_running(&self) -> bool {
+        match self {
+            Running::One(engine) => engine.handle().is_running(),
+            Running::Member { task, .. } => !task.is_finished(),
+        }
+    }
+
+    /// Stops the engine; a member also resigns (the stop signal is sent
+    /// before this is called).
+    async fn shutdown(self) {
+        match self {
+            Running::One(engine) => engine.shutdown().await,
+            Running::Member { task, .. } => {
+                let _ = task.await;
+            }
+        }
+    }
+}
+
+/// A member ready to run: its first (follower) engine, and the channels
+/// the server and the metrics read.
+struct Started {
+    member: Member,
+    first: Engine,
+    status: Arc<ha::Status>,
+    engines: watch::Sender<EngineHandle>,
+    routes: watch::Sender<Option<LeaderRoute>>,
+}
+
+/// Joins the HA group: a follower engine first, then the election.
+async fn start_member(
+    ha: &HaSettings,
+    settings: &Settings,
+    etcd: &EtcdStore,
+    store: Arc<dyn StateStore>,
+    action: Arc<dyn ActionPort>,
+    counters: &Arc<engine::Metrics>,
+) -> anyhow::Result<Started> {
+    let first = Member::first_engine(
+        store.clone(),
+        action.clone(),
+        settings.engine.clone(),
+        counters.clone(),
+    )
+    .await
+    .context("starting the follower engine: loading the states from the store failed")?;
+    let me = election::Leader {
+        id: member_id(),
+        url: ha.advertise.clone(),
+    };
+    let key = election::ElectionConfig::key_for(&settings.engine.bookkeeping_prefix, &ha.group);
+    info!(group = %ha.group, %key, id = %me.id, url = %me.url, ttl = ?ha.lease_ttl, "joining the HA group");
+    let election: Arc<dyn LeaderElection> = Arc::new(EtcdElection::spawn(
+        etcd.client(),
+        election::ElectionConfig {
+            key,
+            me,
+            ttl: ha.lease_ttl,
+            request_timeout: etcd.config().request_timeout,
+        },
+    ));
+    let status = Arc::new(ha::Status {
+        group: ha.group.clone(),
+        roles: election.roles(),
+        takeovers: AtomicU64::new(0),
+        fenced_writes: AtomicU64::new(0),
+        last_takeover_ms: AtomicI64::new(-1),
+    });
+    let (engines, _) = watch::channel(first.handle());
+    let (routes, _) = watch::channel(None);
+    // Forwarding to the leader over TLS presents this member's own
+    // certificate, which names the StateManager component.
+    let peer_tls = settings.tls.as_ref().map(|tls| ClientTls {
+        ca: tls.client_ca.clone(),
+        cert: Some(tls.cert.clone()),
+        key: Some(tls.key.clone()),
+        domain: None,
+    });
+    Ok(Started {
+        member: Member {
+            store,
+            action,
+            config: settings.engine.clone(),
+            metrics: counters.clone(),
+            election,
+            engines: engines.clone(),
+            routes: routes.clone(),
+            status: status.clone(),
+            peer_tls,
+            shutdown_timeout: settings.shutdown_timeout,
+        },
+        first,
+        status,
+        engines,
+        routes,
+    })
+}
+
+/// This process's id in its group: host, pid and start time.
+fn member_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{host}-{}-{started}", std::process::id())
 }
 
 /// The start-up warning for plaintext gRPC on an address other machines

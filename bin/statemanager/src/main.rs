@@ -13,6 +13,7 @@
 
 mod config;
 mod daemon;
+mod ha;
 mod logging;
 mod metrics;
 mod signals;

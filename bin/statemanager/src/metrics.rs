@@ -19,12 +19,13 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use engine::{EngineHandle, Histogram, Metrics};
+use election::Role;
+use engine::{Histogram, Metrics};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet, prometheus_text, text,
@@ -44,6 +45,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tracing::warn;
+use transport_grpc::Engines;
 
 /// Connections served at once; more wait in the kernel's backlog.
 const MAX_CONNECTIONS: usize = 64;
@@ -64,7 +66,9 @@ pub struct Sources {
     /// The engine's counters.
     pub metrics: Arc<Metrics>,
     /// The engine, for `/healthz`.
-    pub engine: EngineHandle,
+    pub engine: Engines,
+    /// The HA member's role and figures, when it is one.
+    pub ha: Option<Arc<crate::ha::Status>>,
     /// The etcd store, for its watch counters (none on the other stores).
     pub etcd: Option<EtcdStore>,
     /// The store's kind, as `--store` names it.
@@ -89,6 +93,9 @@ pub fn registry(sources: &Sources) -> Registry {
     }));
     if let Some(bridge) = &sources.bridge {
         registry.register_collector(Box::new(BridgeCollector(bridge.clone())));
+    }
+    if let Some(ha) = &sources.ha {
+        registry.register_collector(Box::new(HaCollector(ha.clone())));
     }
     registry
 }
@@ -138,7 +145,7 @@ pub fn render(registry: &Registry, format: Format) -> Result<String, fmt::Error>
 /// The engine's families (metrics.rs of the engine), read at each scrape.
 struct EngineCollector {
     metrics: Arc<Metrics>,
-    engine: EngineHandle,
+    engine: Engines,
 }
 
 impl fmt::Debug for EngineCollector {
@@ -250,7 +257,7 @@ impl Collector for EngineCollector {
             &mut out,
             "engine_running",
             "1 while the engine processes inputs.",
-            u64::from(self.engine.is_running()),
+            u64::from(self.engine.current().is_running()),
         )?;
         let seconds = Unit::Seconds;
         let mut nodes = out.encode_descriptor(
@@ -430,6 +437,73 @@ impl Collector for StoreCollector {
     }
 }
 
+/// An HA member's families (docs/operations.md).
+struct HaCollector(Arc<crate::ha::Status>);
+
+impl fmt::Debug for HaCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HaCollector").finish_non_exhaustive()
+    }
+}
+
+impl Collector for HaCollector {
+    fn encode(&self, mut out: DescriptorEncoder) -> fmt::Result {
+        let status = &self.0;
+        let role = status.role();
+        gauge(
+            &mut out,
+            "ha_leader",
+            "1 while this member leads its HA group.",
+            u64::from(role.is_leader()),
+        )?;
+        let mut roles = out.encode_descriptor(
+            "ha_role",
+            "This member's role in its HA group: 1 for the current one.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for name in ["leader", "follower", "candidate"] {
+            let labels = [("group", status.group.as_str()), ("role", name)];
+            ConstGauge::new(i64::from(role.name() == name))
+                .encode(roles.encode_family(&labels)?)?;
+        }
+        let term = match &role {
+            Role::Leader(term) => term.revision,
+            _ => 0,
+        };
+        gauge(
+            &mut out,
+            "ha_term",
+            "The election key's revision of this member's term (0 when it does not lead).",
+            u64::try_from(term).unwrap_or(0),
+        )?;
+        counter(
+            &mut out,
+            "ha_takeovers",
+            "Times this member became leader and served.",
+            status.takeovers.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut out,
+            "ha_fenced_writes",
+            "Writes refused in etcd because this member's term had ended.",
+            status.fenced_writes.load(Ordering::Relaxed),
+        )?;
+        let last = status.last_takeover_ms.load(Ordering::Relaxed);
+        if last >= 0 {
+            let seconds = Unit::Seconds;
+            let descriptor = out.encode_descriptor(
+                "ha_last_takeover",
+                "The last takeover: from being elected to serving.",
+                Some(&seconds),
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(last as f64 / 1e3).encode(descriptor)?;
+        }
+        Ok(())
+    }
+}
+
 /// The RocksDbService bridge's families (docs/pullpiri.md).
 #[derive(Debug)]
 struct BridgeCollector(Arc<BridgeStats>);
@@ -584,7 +658,8 @@ impl EncodeMetric for Snapshot {
 /// The endpoint's shared state.
 struct Endpoint {
     registry: Registry,
-    engine: EngineHandle,
+    engine: Engines,
+    ha: Option<Arc<crate::ha::Status>>,
     stopping: Arc<AtomicBool>,
 }
 
@@ -593,6 +668,7 @@ pub fn router(sources: &Sources) -> Router {
     let endpoint = Arc::new(Endpoint {
         registry: registry(sources),
         engine: sources.engine.clone(),
+        ha: sources.ha.clone(),
         stopping: sources.stopping.clone(),
     });
     Router::new()
@@ -618,13 +694,35 @@ async fn scrape(State(endpoint): State<Arc<Endpoint>>, headers: HeaderMap) -> Re
     }
 }
 
-async fn health(State(endpoint): State<Arc<Endpoint>>) -> (StatusCode, &'static str) {
+/// `/healthz`: 200 while the daemon serves. `/healthz?leader`: 200 only
+/// on the leader of an HA group (a lone daemon always leads), for a load
+/// balancer or a virtual-IP script.
+async fn health(
+    State(endpoint): State<Arc<Endpoint>>,
+    RawQuery(query): RawQuery,
+) -> (StatusCode, String) {
+    let unavailable = |text: &str| (StatusCode::SERVICE_UNAVAILABLE, format!("{text}\n"));
     if endpoint.stopping.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-    } else if endpoint.engine.is_running() {
-        (StatusCode::OK, "ok\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "the engine has stopped\n")
+        return unavailable("shutting down");
+    }
+    if !endpoint.engine.current().is_running() {
+        return unavailable("the engine has stopped");
+    }
+    let wants_leader = query.as_deref().is_some_and(|q| {
+        q.split('&')
+            .any(|p| p == "leader" || p.starts_with("leader="))
+    });
+    match (&endpoint.ha, wants_leader) {
+        (Some(ha), true) => match ha.role() {
+            Role::Leader(_) => (StatusCode::OK, "ok: leader\n".to_owned()),
+            Role::Follower(leader) => {
+                unavailable(&format!("follower: the leader is {}", leader.url))
+            }
+            Role::Candidate => unavailable("candidate: no leader is known"),
+        },
+        (Some(ha), false) => (StatusCode::OK, format!("ok: {}\n", ha.role().name())),
+        (None, true) => (StatusCode::OK, "ok: leader\n".to_owned()),
+        (None, false) => (StatusCode::OK, "ok\n".to_owned()),
     }
 }
 
@@ -815,7 +913,8 @@ mod tests {
     fn test_sources(engine: &Engine) -> Sources {
         Sources {
             metrics: engine.metrics(),
-            engine: engine.handle(),
+            engine: engine.handle().into(),
+            ha: None,
             etcd: None,
             store_kind: "memory",
             bridge: None,

@@ -80,6 +80,28 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Engine, StoreError> {
         let metrics = Arc::new(Metrics::default());
+        Self::start_counting(store, action, clock, config, metrics).await
+    }
+
+    /// [`Engine::start`] counting into `metrics`, which outlive it: an HA
+    /// member's engines come and go with its role, its counters stay.
+    pub async fn start_with_metrics(
+        store: Arc<dyn StateStore>,
+        action: Arc<dyn ActionPort>,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, StoreError> {
+        let clock = Arc::new(SystemClock::default());
+        Self::start_counting(store, action, clock, config, metrics).await
+    }
+
+    async fn start_counting(
+        store: Arc<dyn StateStore>,
+        action: Arc<dyn ActionPort>,
+        clock: Arc<dyn Clock>,
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Engine, StoreError> {
         let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
         let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
         let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
@@ -170,9 +192,9 @@ impl Engine {
         store: Arc<dyn StateStore>,
         action: Arc<dyn ActionPort>,
         config: EngineConfig,
+        metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let metrics = Arc::new(Metrics::default());
         let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
         let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
         // Nothing reads these: a follower delivers nothing and heals nothing.

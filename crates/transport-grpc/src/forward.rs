@@ -116,7 +116,12 @@ where
         debug!(path = request.uri().path(), leader = %route.url, "forwarding to the leader");
         let mut channel = route.channel;
         Box::pin(async move {
-            match channel.call(request).await {
+            // A channel takes a call only once it said it is ready.
+            let sent = match std::future::poll_fn(|cx| channel.poll_ready(cx)).await {
+                Ok(()) => channel.call(request).await,
+                Err(error) => Err(error),
+            };
+            match sent {
                 Ok(response) => Ok(response),
                 Err(error) => Ok(tonic::Status::unavailable(format!(
                     "the leader at {} cannot be reached: {error}; nothing was written",

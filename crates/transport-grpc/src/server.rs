@@ -50,7 +50,8 @@ pub enum Engines {
 }
 
 impl Engines {
-    fn current(&self) -> EngineHandle {
+    /// The engine answering now.
+    pub fn current(&self) -> EngineHandle {
         match self {
             Engines::One(engine) => engine.clone(),
             Engines::Switching(engines) => engines.borrow().clone(),
