@@ -957,7 +957,6 @@ fn ha_settings(
         Some(ttl) => ttl.0,
         None => election::DEFAULT_TTL,
     };
-    let scheme = if tls { "https" } else { "http" };
     let advertise = match &options.advertise {
         Some(url) => {
             let rest = url
@@ -967,14 +966,15 @@ fn ha_settings(
             if rest.is_empty() || rest.contains(char::is_whitespace) {
                 bail!("--ha-advertise '{url}' is not an http:// or https:// URL");
             }
-            url.clone()
+            Some(url.clone())
         }
         None if listen.ip().is_unspecified() => bail!(
             "--listen {listen} names no address the other members can reach: \
-             give --ha-advertise (e.g. {scheme}://this-host:{})",
+             give --ha-advertise (e.g. {}://this-host:{})",
+            if tls { "https" } else { "http" },
             listen.port()
         ),
-        None => format!("{scheme}://{listen}"),
+        None => None,
     };
     Ok(Some(HaSettings {
         group,
@@ -1001,8 +1001,9 @@ pub struct HaSettings {
     pub group: String,
     /// The leader's lease TTL.
     pub lease_ttl: Duration,
-    /// This member's gRPC URL, for the others to forward writes to.
-    pub advertise: String,
+    /// This member's gRPC URL, for the others to forward writes to
+    /// (`None`: the address it listens on).
+    pub advertise: Option<String>,
 }
 
 fn positive(flag: &str, duration: HumanDuration) -> anyhow::Result<Duration> {

@@ -78,8 +78,17 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let (running, ha_status) = match (&settings.ha, &etcd) {
         (Some(ha), Some(etcd)) => {
-            let member =
-                start_member(ha, &settings, etcd, store.clone(), action, &counters).await?;
+            let listening = local_address(&grpc_listener)?;
+            let member = start_member(
+                ha,
+                listening,
+                &settings,
+                etcd,
+                store.clone(),
+                action,
+                &counters,
+            )
+            .await?;
             let status = member.status.clone();
             let engines = member.engines.subscribe();
             let routes = member.routes.subscribe();
@@ -289,6 +298,7 @@ struct Started {
 /// Joins the HA group: a follower engine first, then the election.
 async fn start_member(
     ha: &HaSettings,
+    listening: SocketAddr,
     settings: &Settings,
     etcd: &EtcdStore,
     store: Arc<dyn StateStore>,
@@ -303,9 +313,17 @@ async fn start_member(
     )
     .await
     .context("starting the follower engine: loading the states from the store failed")?;
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let me = election::Leader {
         id: member_id(),
-        url: ha.advertise.clone(),
+        url: ha
+            .advertise
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{listening}")),
     };
     let key = election::ElectionConfig::key_for(&settings.engine.bookkeeping_prefix, &ha.group);
     info!(group = %ha.group, %key, id = %me.id, url = %me.url, ttl = ?ha.lease_ttl, "joining the HA group");
