@@ -297,7 +297,7 @@ impl Campaign {
                     warn!(key = %term.key, "a write was fenced; stepping down");
                     return Outcome::Again;
                 }
-                gone = key_gone(&mut key_watch, term.revision) => {
+                gone = key_gone(&mut key_watch) => {
                     if gone {
                         warn!(key = %term.key, "the election key was deleted or replaced; stepping down");
                         return Outcome::Again;
@@ -389,24 +389,17 @@ async fn next_answer(renewals: &mut Option<Renewals>) -> Option<(Instant, i64)> 
     }
 }
 
-/// Completes with `true` when the watched key is deleted or written by a
-/// later term, `false` when the watch broke; never without a watch.
-async fn key_gone(watch: &mut Option<WatchStream>, revision: i64) -> bool {
+/// Completes with `true` when the watched key is deleted or written (a
+/// leader writes its key once, when it is elected), `false` when the watch
+/// broke; never without a watch.
+async fn key_gone(watch: &mut Option<WatchStream>) -> bool {
     let Some(stream) = watch else {
         return std::future::pending().await;
     };
     loop {
         match stream.message().await {
-            Ok(Some(response)) => {
-                for event in response.events() {
-                    let replaced = event
-                        .kv()
-                        .is_some_and(|kv| kv.create_revision() != revision);
-                    if event.event_type() == EventType::Delete || replaced {
-                        return true;
-                    }
-                }
-            }
+            Ok(Some(response)) if response.events().is_empty() => {}
+            Ok(Some(_)) => return true,
             _ => return false,
         }
     }
