@@ -1668,6 +1668,78 @@ mod tests {
     }
 
     #[test]
+    fn ha_is_off_unless_asked_and_needs_etcd_and_a_reachable_address() {
+        let etcd = [
+            "--store=etcd",
+            "--etcd-endpoints=http://e:2379",
+            "--listen=10.0.0.5:47006",
+        ];
+        assert_eq!(resolve(&etcd, "").unwrap().ha, None);
+        let on = |args: &[&str], file: &str| {
+            let mut all = etcd.to_vec();
+            all.extend_from_slice(args);
+            resolve(&all, file).unwrap().ha.expect("HA is on")
+        };
+        let ha = on(&["--ha"], "");
+        assert_eq!(
+            ha,
+            HaSettings {
+                group: DEFAULT_HA_GROUP.to_owned(),
+                lease_ttl: election::DEFAULT_TTL,
+                advertise: None,
+            }
+        );
+        let ha = on(
+            &["--ha-group=master-a", "--ha-lease-ttl=3s"],
+            "ha-advertise = \"https://m1:47006\"",
+        );
+        assert_eq!(
+            (ha.group.as_str(), ha.lease_ttl, ha.advertise.as_deref()),
+            ("master-a", Duration::from_secs(3), Some("https://m1:47006"))
+        );
+        let settings = resolve(&[&etcd[..], &["--ha"]].concat(), "").unwrap();
+        assert_eq!(
+            settings.engine.max_txn_ops,
+            EngineConfig::default().max_txn_ops - 1,
+            "the fence takes one compare of each transaction"
+        );
+
+        let error = |args: &[&str]| resolve(args, "").unwrap_err().to_string();
+        assert!(error(&["--ha"]).contains("--ha needs --store etcd"));
+        assert!(error(&["--store=memory", "--ha-group=g"]).contains("--ha needs --store etcd"));
+        fn with<'a>(more: &[&'a str]) -> Vec<&'a str> {
+            [
+                &[
+                    "--store=etcd",
+                    "--etcd-endpoints=http://e:2379",
+                    "--listen=10.0.0.5:47006",
+                ][..],
+                more,
+            ]
+            .concat()
+        }
+        assert!(error(&with(&["--ha-lease-ttl=3s"])).contains("only with --ha"));
+        assert!(error(&with(&["--ha", "--ha-lease-ttl=500ms"])).contains("whole seconds"));
+        assert!(error(&with(&["--ha", "--ha-lease-ttl=1500ms"])).contains("whole seconds"));
+        assert!(error(&with(&["--ha-group=a b"])).contains("letters, digits"));
+        assert!(error(&with(&["--ha=false", "--ha-group=g"])).contains("disagree"));
+        assert!(error(&with(&["--ha", "--ha-advertise=m1:47006"])).contains("not an http://"));
+        assert!(
+            error(&[
+                "--store=etcd",
+                "--etcd-endpoints=http://e:2379",
+                "--listen=0.0.0.0:47006",
+                "--ha"
+            ])
+            .contains("--ha-advertise")
+        );
+        assert!(
+            error(&with(&["--ha", "--pullpiri-kv=http://kv:47007"]))
+                .contains("does not go with --ha")
+        );
+    }
+
+    #[test]
     fn durations_are_humane_and_strict() {
         for (text, expected) in [
             ("0s", Duration::ZERO),
@@ -2648,6 +2720,16 @@ mod tests {
             .options
             .resolve()
             .expect("the defaults resolve");
+        // The HA options apply only to a member of a group (and not with the bridge).
+        let ha_args = [
+            "--etcd-endpoints=http://127.0.0.1:2379",
+            "--ha",
+            "--ha-advertise=http://m1:47006",
+        ];
+        let ha_base = cli(&ha_args)
+            .options
+            .resolve()
+            .expect("the HA defaults resolve");
         let described = [
             "store",
             "data_dir",
@@ -2655,6 +2737,7 @@ mod tests {
             "worker_threads",
             "policy",
             "pullpiri_kv",
+            "ha_group",
         ];
         let mut command = Cli::command_with_defaults();
         let help = command.render_long_help().to_string();
@@ -2672,13 +2755,17 @@ mod tests {
             assert!(help.contains(&format!("[default: {shown}]")), "{help}");
             let long = arg.get_long().expect("every option has a long flag");
             let given = format!("--{long}={shown}");
-            let mut argv = base_args.to_vec();
+            let (mut argv, expected) = if id.starts_with("ha_") {
+                (ha_args.to_vec(), &ha_base)
+            } else {
+                (base_args.to_vec(), &base)
+            };
             argv.push(&given);
             let settings = cli(&argv)
                 .options
                 .resolve()
                 .unwrap_or_else(|e| panic!("{given}: {e:#}"));
-            assert_eq!(settings, base, "--help shows {given} as the default");
+            assert_eq!(&settings, expected, "--help shows {given} as the default");
             checked.push(id.to_owned());
         }
         let mut generated: Vec<String> = shown_defaults()
