@@ -169,6 +169,38 @@ impl Daemon {
             .unwrap_or_else(|| panic!("no sample '{name}' on /metrics:\n{answer}"))
     }
 
+    /// `GET /healthz{query}` on the metrics endpoint (`query` is `""` or
+    /// starts with `?`): the HTTP status code and the body.
+    pub async fn healthz(&self, query: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let address = self.metrics.expect("the daemon logged 'metrics on <addr>'");
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .unwrap_or_else(|e| panic!("connect to the health endpoint {address}: {e}"));
+        let request =
+            format!("GET /healthz{query} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .expect("send GET /healthz");
+        let mut answer = String::new();
+        tokio::time::timeout(DEADLINE, stream.read_to_string(&mut answer))
+            .await
+            .expect("/healthz answers in time")
+            .expect("read /healthz");
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no HTTP status line from /healthz{query}:\n{answer}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .trim()
+            .to_owned();
+        (status, body)
+    }
+
     /// The daemon's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
