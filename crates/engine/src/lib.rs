@@ -102,29 +102,19 @@ impl Engine {
         config: EngineConfig,
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
-        let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
-        let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
-        let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
-        let (healer_tx, healer_rx) = mpsc::unbounded_channel();
-        let (healer_commands_tx, healer_commands_rx) = mpsc::channel(64);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (handle, wires) = wire(&store, action.clone(), &config, &metrics);
+        let Wires {
+            commands_rx,
+            events_tx,
+            outbox_tx,
+            outbox_rx,
+            healer_tx,
+            healer_rx,
+            healer_commands_rx,
+            shutdown_tx,
+            shutdown_rx,
+        } = wires;
         let keys = Bookkeeping::new(&config.bookkeeping_prefix);
-        let answer_timeout = answer_deadline(&config);
-        let handle = EngineHandle {
-            commands: commands_tx,
-            events: events_tx.clone(),
-            history: Arc::new(query::HistoryReader {
-                store: store.clone(),
-                keys: keys.clone(),
-                timeout: config.commit_timeout,
-            }),
-            action: action.clone(),
-            healer: healer_commands_tx,
-            answer_timeout,
-            commit_timeout: config.commit_timeout,
-            metrics: metrics.clone(),
-            access: config.core.access.clone(),
-        };
         let io = owner::OwnerIo {
             commands: commands_rx,
             events: events_tx.clone(),
@@ -195,36 +185,17 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
-        let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
-        let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
-        // Nothing reads these: a follower delivers nothing and heals nothing.
-        let (outbox_tx, _) = mpsc::unbounded_channel();
-        let (healer_tx, _) = mpsc::unbounded_channel();
-        let (healer_commands_tx, _) = mpsc::channel(1);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let keys = Bookkeeping::new(&config.bookkeeping_prefix);
-        let handle = EngineHandle {
-            commands: commands_tx,
-            events: events_tx.clone(),
-            history: Arc::new(query::HistoryReader {
-                store: store.clone(),
-                keys,
-                timeout: config.commit_timeout,
-            }),
-            action,
-            healer: healer_commands_tx,
-            answer_timeout: answer_deadline(&config),
-            commit_timeout: config.commit_timeout,
-            metrics: metrics.clone(),
-            access: config.core.access.clone(),
-        };
+        // The outbox's and the healer's ends are dropped with `wires`: a
+        // follower delivers nothing and heals nothing.
+        let (handle, wires) = wire(&store, action, &config, &metrics);
         let io = owner::OwnerIo {
-            commands: commands_rx,
-            events: events_tx,
-            outbox: outbox_tx,
-            healer: healer_tx,
-            shutdown: shutdown_rx,
+            commands: wires.commands_rx,
+            events: wires.events_tx,
+            outbox: wires.outbox_tx,
+            healer: wires.healer_tx,
+            shutdown: wires.shutdown_rx,
         };
+        let shutdown_tx = wires.shutdown_tx;
         let mut owner = owner::Owner::new(store, clock, config, metrics.clone(), io).into_passive();
         let (_, watches) = owner.load().await?;
         Ok(Engine {
@@ -253,6 +224,61 @@ impl Engine {
             let _ = task.await;
         }
     }
+}
+
+/// The channels between an engine's handle and its tasks.
+struct Wires {
+    commands_rx: mpsc::Receiver<api::Command>,
+    events_tx: broadcast::Sender<Arc<Event>>,
+    outbox_tx: mpsc::UnboundedSender<outbox::OutboxItem>,
+    outbox_rx: mpsc::UnboundedReceiver<outbox::OutboxItem>,
+    healer_tx: mpsc::UnboundedSender<healing::healer::HealerFeed>,
+    healer_rx: mpsc::UnboundedReceiver<healing::healer::HealerFeed>,
+    healer_commands_rx: mpsc::Receiver<healing::healer::HealerCommand>,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+}
+
+/// An engine's handle and the other ends of its channels.
+fn wire(
+    store: &Arc<dyn StateStore>,
+    action: Arc<dyn ActionPort>,
+    config: &EngineConfig,
+    metrics: &Arc<Metrics>,
+) -> (EngineHandle, Wires) {
+    let (commands_tx, commands_rx) = mpsc::channel(config.queue_capacity.max(1));
+    let (events_tx, _) = broadcast::channel(config.event_buffer.max(1));
+    let (outbox_tx, outbox_rx) = mpsc::unbounded_channel();
+    let (healer_tx, healer_rx) = mpsc::unbounded_channel();
+    let (healer_commands_tx, healer_commands_rx) = mpsc::channel(64);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let handle = EngineHandle {
+        commands: commands_tx,
+        events: events_tx.clone(),
+        history: Arc::new(query::HistoryReader {
+            store: store.clone(),
+            keys: Bookkeeping::new(&config.bookkeeping_prefix),
+            timeout: config.commit_timeout,
+        }),
+        action,
+        healer: healer_commands_tx,
+        answer_timeout: answer_deadline(config),
+        commit_timeout: config.commit_timeout,
+        metrics: metrics.clone(),
+        access: config.core.access.clone(),
+    };
+    let wires = Wires {
+        commands_rx,
+        events_tx,
+        outbox_tx,
+        outbox_rx,
+        healer_tx,
+        healer_rx,
+        healer_commands_rx,
+        shutdown_tx,
+        shutdown_rx,
+    };
+    (handle, wires)
 }
 
 /// How long a caller waits for an answer: a commit with its guard retries,
