@@ -342,6 +342,7 @@ async fn start_member(
         takeovers: AtomicU64::new(0),
         fenced_writes: AtomicU64::new(0),
         last_takeover_ms: AtomicI64::new(-1),
+        leading: AtomicBool::new(false),
     });
     let (engines, _) = watch::channel(first.handle());
     let (routes, _) = watch::channel(None);

@@ -7,7 +7,7 @@
 //! the leader to forward writes to.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use election::{FencedStore, LeaderElection, Role, Term};
@@ -34,12 +34,21 @@ pub struct Status {
     pub fenced_writes: AtomicU64,
     /// The last takeover: from the election to serving (ms; -1 before one).
     pub last_takeover_ms: AtomicI64,
+    /// True while this member's leader engine serves (after it loaded the
+    /// state, until it stops).
+    pub leading: AtomicBool,
 }
 
 impl Status {
     /// The role now.
     pub fn role(&self) -> Role {
         self.roles.borrow().clone()
+    }
+
+    /// True while this member leads and its engine serves: elected, and
+    /// the state loaded.
+    pub fn serves_as_leader(&self) -> bool {
+        self.leading.load(Ordering::Relaxed) && self.roles.borrow().is_leader()
     }
 }
 
@@ -137,6 +146,7 @@ impl Member {
                 {
                     Ok(engine) => {
                         let _ = self.engines.send(engine.handle());
+                        self.status.leading.store(true, Ordering::Relaxed);
                         let took = elected.elapsed();
                         self.status.takeovers.fetch_add(1, Ordering::Relaxed);
                         self.status.last_takeover_ms.store(
@@ -212,6 +222,7 @@ impl Member {
     async fn stop_engine(&self, current: Current) {
         let engine = match current {
             Current::Leader(engine, term) => {
+                self.status.leading.store(false, Ordering::Relaxed);
                 info!(
                     term = term.revision,
                     "no longer leading: stopping the leader engine"

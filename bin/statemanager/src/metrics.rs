@@ -714,7 +714,8 @@ async fn health(
     });
     match (&endpoint.ha, wants_leader) {
         (Some(ha), true) => match ha.role() {
-            Role::Leader(_) => (StatusCode::OK, "ok: leader\n".to_owned()),
+            Role::Leader(_) if ha.serves_as_leader() => (StatusCode::OK, "ok: leader\n".to_owned()),
+            Role::Leader(_) => unavailable("leader: loading the state"),
             Role::Follower(leader) => {
                 unavailable(&format!("follower: the leader is {}", leader.url))
             }

@@ -114,23 +114,65 @@ where
         };
         mark(&mut request);
         debug!(path = request.uri().path(), leader = %route.url, "forwarding to the leader");
+        // The caller's deadline less a margin, so that a leader that does not
+        // answer is reported before the caller gives up.
+        let within = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(crate::server::within_deadline);
         let mut channel = route.channel;
         Box::pin(async move {
-            // A channel takes a call only once it said it is ready.
-            let sent = match std::future::poll_fn(|cx| channel.poll_ready(cx)).await {
-                Ok(()) => channel.call(request).await,
-                Err(error) => Err(error),
+            let send = async {
+                // A channel takes a call only once it said it is ready.
+                std::future::poll_fn(|cx| channel.poll_ready(cx)).await?;
+                channel.call(request).await
+            };
+            let sent = match within {
+                Some(limit) => match tokio::time::timeout(limit, send).await {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        return Ok(tonic::Status::unavailable(format!(
+                            "the leader at {} did not answer within {limit:?}; \
+                             the call may or may not have taken effect",
+                            route.url
+                        ))
+                        .into_http());
+                    }
+                },
+                None => send.await,
             };
             match sent {
                 Ok(response) => Ok(response),
-                Err(error) => Ok(tonic::Status::unavailable(format!(
-                    "the leader at {} cannot be reached: {error}; nothing was written",
-                    route.url
-                ))
-                .into_http()),
+                Err(error) => {
+                    // Only a failure to connect proves the call never left.
+                    let outcome = if while_connecting(&error) {
+                        "nothing was written"
+                    } else {
+                        "the call may or may not have taken effect"
+                    };
+                    Ok(tonic::Status::unavailable(format!(
+                        "the leader at {} cannot be reached: {error}; {outcome}",
+                        route.url
+                    ))
+                    .into_http())
+                }
             }
         })
     }
+}
+
+/// `true` when `error` or one of its sources is tonic's marker of a failure
+/// to connect (TCP, TLS handshake, connect timeout).
+fn while_connecting(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
 }
 
 /// The URI name that marks a member of the group (any trust domain).

@@ -137,7 +137,13 @@ impl StateManagerService {
 /// way back (a tenth of it, 50 ms at most). `None` without a deadline (or
 /// with one that does not parse: the engine's own bound applies).
 pub(crate) fn caller_deadline(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
-    let timeout = parse_grpc_timeout(metadata.get("grpc-timeout")?.to_str().ok()?)?;
+    within_deadline(metadata.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// The time to answer within for a `grpc-timeout` value: the timeout less
+/// the margin [`caller_deadline`] describes.
+pub(crate) fn within_deadline(grpc_timeout: &str) -> Option<Duration> {
+    let timeout = parse_grpc_timeout(grpc_timeout)?;
     let margin = (timeout / 10).min(Duration::from_millis(50));
     Some(timeout - margin)
 }
