@@ -687,7 +687,7 @@ async fn without_a_leader_writes_are_refused_in_time() {
         let waited = asked.elapsed();
         println!("a write with the leader {what}: answered after {waited:?}: {answer:?}");
         assert!(
-            waited <= deadline + Duration::from_millis(300),
+            waited < deadline,
             "expected an answer within the {deadline:?} deadline with the leader {what}, \
              took {waited:?}: {answer:?}"
         );
@@ -732,7 +732,11 @@ async fn without_a_leader_writes_are_refused_in_time() {
             ErrorCode::ResourceUnavailable as i32,
             "expected RESOURCE_UNAVAILABLE with the leader hung: {answer:?}"
         ),
-        Err(status) => assert_ne!(status.code(), tonic::Code::Ok, "an error status"),
+        Err(status) => assert_eq!(
+            status.code(),
+            tonic::Code::Unavailable,
+            "expected UNAVAILABLE before the deadline with the leader hung: {status}"
+        ),
     }
     assert_eq!(
         keys.revision().await,
