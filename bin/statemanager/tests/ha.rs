@@ -979,3 +979,90 @@ async fn sigterm_on_the_leader_hands_over_at_once() {
         Some("Satisfied")
     );
 }
+
+/// A report of `node` with its containers in `status` (`running`, `dead`).
+fn node_report(
+    node: &str,
+    containers: &[&str],
+    status: &str,
+) -> transport_grpc::proto::monitoringserver::ContainerList {
+    let exit = if status == "running" { 0 } else { 137 };
+    support::report(
+        node,
+        containers
+            .iter()
+            .map(|name| support::container(name, support::podman_state(status, exit, false)))
+            .collect(),
+    )
+}
+
+/// Takeover resumes the outbox: a Reconcile the old leader delivered is not
+/// sent again by the new one, and one still pending when the old leader
+/// died is delivered by the new one, once.
+#[tokio::test]
+async fn a_new_leader_delivers_what_was_pending_and_repeats_nothing_delivered() {
+    let etcd = support::etcd();
+    let keys = Keys::connect(&etcd).await;
+    keys.define_package("p1", &[("m1", "n1")]).await;
+    keys.define_scenario("s1", "p1").await;
+    keys.define_package("p2", &[("m2", "n2")]).await;
+    keys.define_scenario("s2", "p2").await;
+    let mut ac = ActionController::start().await;
+    let (a, b) = two_members(&ha_args(&etcd, &ac.url())).await;
+    let index = settled_leader(&[&a, &b], Duration::from_secs(10)).await;
+    let (leader, survivor) = if index == 0 { (a, b) } else { (b, a) };
+    until_metric_at_least(
+        &leader,
+        "statemanager_ha_takeovers_total",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut sm = leader.client().await;
+
+    // p1 fails while the ActionController is up: its Reconcile is delivered
+    // and its outbox record removed.
+    for status in ["running", "dead"] {
+        sm.send_changed_container_list(node_report("n1", &["model-m1"], status))
+            .await
+            .expect("the leader takes n1's report");
+    }
+    keys.eventually("/package/p1/state", Some("Error")).await;
+    let delivered = ac.wait_for_reconciles(1, Duration::from_secs(5)).await;
+    assert_eq!(delivered.len(), 1, "expected p1's Reconcile: {delivered:?}");
+    keys.eventually_count("/statemanager/outbox/", 0).await;
+
+    // p2 fails while it is down: its Reconcile waits in the outbox.
+    ac.stop().await;
+    for status in ["running", "dead"] {
+        sm.send_changed_container_list(node_report("n2", &["model-m2"], status))
+            .await
+            .expect("the leader takes n2's report");
+    }
+    keys.eventually("/package/p2/state", Some("Error")).await;
+    keys.eventually_count("/statemanager/outbox/", 1).await;
+
+    leader.kill9();
+    until_leads(&survivor, Duration::from_secs(10)).await;
+    ac.up().await;
+    let received = ac.wait_for_reconciles(2, Duration::from_secs(10)).await;
+    assert_eq!(
+        received.len(),
+        2,
+        "expected p2's pending Reconcile from the new leader: {received:?}"
+    );
+    keys.eventually_count("/statemanager/outbox/", 0).await;
+    // Long enough for a repeated delivery (the outbox retries within
+    // milliseconds while the ActionController is up) to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let scenarios: Vec<String> = ac
+        .reconciles()
+        .into_iter()
+        .map(|r| r.scenario_name)
+        .collect();
+    assert_eq!(
+        scenarios,
+        ["s1", "s2"],
+        "expected one Reconcile each, p1's not repeated by the new leader"
+    );
+}
