@@ -103,20 +103,11 @@ impl Engine {
         metrics: Arc<Metrics>,
     ) -> Result<Engine, StoreError> {
         let (handle, wires) = wire(&store, action.clone(), &config, &metrics);
-        let Wires {
-            commands_rx,
-            events_tx,
-            outbox_tx,
-            outbox_rx,
-            healer_tx,
-            healer_rx,
-            healer_commands_rx,
-            shutdown_tx,
-            shutdown_rx,
-        } = wires;
+        let (events_tx, outbox_tx, healer_tx) = (wires.events_tx, wires.outbox_tx, wires.healer_tx);
+        let (shutdown_tx, shutdown_rx) = (wires.shutdown_tx, wires.shutdown_rx);
         let keys = Bookkeeping::new(&config.bookkeeping_prefix);
         let io = owner::OwnerIo {
-            commands: commands_rx,
+            commands: wires.commands_rx,
             events: events_tx.clone(),
             outbox: outbox_tx.clone(),
             healer: healer_tx.clone(),
@@ -131,8 +122,8 @@ impl Engine {
         );
         let (pending, watches) = owner.load().await?;
         let healer_io = healing::healer::HealerIo {
-            commands: healer_commands_rx,
-            feed: healer_rx,
+            commands: wires.healer_commands_rx,
+            feed: wires.healer_rx,
             owner: handle.commands.clone(),
             outbox: outbox_tx,
             events: events_tx.clone(),
@@ -157,7 +148,7 @@ impl Engine {
             clock,
             policy: config.recovery.clone(),
             store_timeout: config.commit_timeout,
-            incoming: outbox_rx,
+            incoming: wires.outbox_rx,
             shutdown: shutdown_rx,
         };
         let tasks = vec![
