@@ -127,8 +127,16 @@ impl Member {
                     return true;
                 }
                 let elected = Instant::now();
-                self.stop_engine(std::mem::replace(current, Current::None))
-                    .await;
+                // A follower keeps answering (queries, and writes with "not
+                // the leader") until the leader engine has loaded; an engine
+                // of an earlier term stops first.
+                let follower = match std::mem::replace(current, Current::None) {
+                    Current::Follower(engine) => Some(engine),
+                    other => {
+                        self.stop_engine(other).await;
+                        None
+                    }
+                };
                 let election = self.election.clone();
                 let status = self.status.clone();
                 let fenced = Arc::new(FencedStore::new(self.store.clone(), &term, move || {
@@ -159,11 +167,15 @@ impl Member {
                             "leading: the engine loaded the state and serves"
                         );
                         *current = Current::Leader(engine, term);
+                        if let Some(follower) = follower {
+                            self.stop_engine(Current::Follower(follower)).await;
+                        }
                         true
                     }
                     Err(error) => {
                         // Step down: another member may manage what this one cannot.
                         error!(%error, "elected, but the engine could not start; stepping down");
+                        *current = follower.map_or(Current::None, Current::Follower);
                         self.election.fenced();
                         false
                     }
