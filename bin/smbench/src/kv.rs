@@ -11,9 +11,15 @@ pub const PAGE: i64 = 10_000;
 /// Puts per transaction (etcd's default `--max-txn-ops`).
 pub const TXN_OPS: usize = 128;
 
-/// Connects to etcd at `url` (no network until the first call).
+/// Connects to etcd at `url`, or at every member of a comma-separated list
+/// (no network until the first call).
 pub async fn connect(url: &str) -> Result<Client> {
-    Client::connect([url], None)
+    let endpoints: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .collect();
+    Client::connect(endpoints, None)
         .await
         .with_context(|| format!("connecting to etcd at {url}"))
 }

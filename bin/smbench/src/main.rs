@@ -13,15 +13,26 @@
 //! target/release/smbench startup       # P7: ready with >= 100k state keys
 //! target/release/smbench crash         # drill (R1, issue 17): kill -9 mid-cascade, no reconcile lost
 //! target/release/smbench outage        # drill (R2): etcd frozen 10 s under load, deadlines kept
+//! target/release/smbench crash --w1    # drill (R1): kill -9 of the only daemon under W1, 10 times
+//! target/release/smbench failover      # drill (HA): kill -9 of the leader of 2 daemons, 10 times
+//! target/release/smbench member-loss   # drill (R6): kill -9 of the raft leader of a 3-member etcd
 //! ```
 //!
-//! The two drills are run by hand, not by `all` (nor in CI): `crash` kills
+//! The drills are run by hand, not by `all` (nor in CI): `crash` kills
 //! the daemon with SIGKILL `--kills` times while the four nodes' reports
 //! are being committed and restarts it on the same etcd, then checks that
 //! every entry of a package into Error recorded in etcd got its Reconcile;
 //! `outage` stops etcd with SIGSTOP for `--freeze` under 16 clients' load
 //! and checks that every request is answered before its deadline and that
 //! the answers tell the truth about what etcd holds afterwards.
+//! `crash --w1`, `failover` and `member-loss` run W1's lifecycles with
+//! `--clients` clients for as long as the drill lasts ([`lifecycle`]) and
+//! check at the end that etcd holds every transition answered SUCCESS:
+//! `crash --w1` kills and restarts the only daemon, `failover` kills the
+//! leader of an HA group of `--members` daemons on a 3-member etcd and
+//! times the takeover ([`failover`]), `member-loss` kills the raft leader
+//! of a 3-member etcd under one daemon ([`member_loss`]). `--quick` makes
+//! each of the three a smoke test of about 15-25 s.
 //!
 //! For every measurement it starts a fresh etcd (etcd-harness, loopback,
 //! temporary directory, `--auto-compaction-retention 1`), the in-process
@@ -51,8 +62,8 @@
 //! from `/metrics`, and its final states are checked over gRPC and in the
 //! store file once the daemon has stopped. `--store etcd,embedded` runs each
 //! workload on each store in turn, labelled `W1 c=64 [etcd]`, `W1 c=64
-//! [embedded]`. Only W1 and W3 take the embedded store; W2, memory, startup,
-//! crash and outage need etcd and refuse it (`all` runs them on etcd when it
+//! [embedded]`. Only W1 and W3 take the embedded store; W2, memory, startup
+//! and the drills need etcd and refuse it (`all` runs them on etcd when it
 //! is listed).
 //!
 //! `--tls mtls` runs the daemon with mutual TLS (`--tls-cert --tls-key
@@ -81,7 +92,10 @@ mod cpu;
 mod crash;
 mod daemon;
 mod embedded;
+mod failover;
 mod kv;
+mod lifecycle;
+mod member_loss;
 mod memory;
 mod outage;
 mod pki;
@@ -110,7 +124,7 @@ use crate::pki::{Pki, Tls};
 use crate::report::{RunResult, WorkloadSummary};
 use crate::setup::{Common, Store};
 
-/// Load generator for the StateManager daemon (QUALITY-BAR workloads W1, W2, W3, memory, start-up, and the crash and outage drills).
+/// Load generator for the StateManager daemon (QUALITY-BAR workloads W1, W2, W3, memory, start-up, and the crash, outage, failover and member-loss drills).
 ///
 /// Every measurement starts a fresh etcd and the daemon itself (loopback only)
 /// and prints throughput, latency percentiles, the raw etcd baseline of the
@@ -132,7 +146,11 @@ use crate::setup::{Common, Store};
     target/release/smbench memory\n  \
     target/release/smbench startup --startup-packages 7200\n  \
     target/release/smbench crash --kills 8 --seed 7\n  \
-    target/release/smbench outage --freeze 10s --runs 3 --json outage.json"
+    target/release/smbench crash --w1 --kills 10\n  \
+    target/release/smbench outage --freeze 10s --runs 3 --json outage.json\n  \
+    target/release/smbench failover --kills 10 --members 2\n  \
+    target/release/smbench member-loss\n  \
+    target/release/smbench failover --quick    # CI smoke: 2 kills"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -152,7 +170,7 @@ struct Cli {
     etcd: Option<String>,
     /// Use this running daemon (`http://host:port`, configured with the same
     /// etcd) instead of spawning one. Reconcile counts are then not checked;
-    /// `memory`, `startup`, `crash` and `outage` refuse to run, and so does
+    /// `memory`, `startup` and the drills refuse to run, and so does
     /// `--store embedded`.
     #[arg(long, global = true)]
     daemon: Option<String>,
@@ -160,7 +178,7 @@ struct Cli {
     /// `embedded` (`--store embedded --data-dir`, a fresh directory per run;
     /// etcd then serves only the raw baseline, results are verified over
     /// gRPC and /metrics). A list (`etcd,embedded`) runs each workload on each
-    /// store in turn. W1 and W3 only: W2, memory, startup, crash and outage
+    /// store in turn. W1 and W3 only: W2, memory, startup and the drills
     /// need etcd.
     #[arg(
         long,
@@ -210,9 +228,29 @@ struct Cli {
     /// startup: packages written to etcd (14 state keys each; 7200 gives 100,800).
     #[arg(long, global = true, default_value_t = 7200)]
     startup_packages: usize,
-    /// crash: rounds ended by a SIGKILL of the daemon (0-40 ms after the reports are sent).
-    #[arg(long, global = true, default_value_t = 8)]
-    kills: usize,
+    /// crash/failover: rounds ended by a SIGKILL of the daemon (crash: 0-40
+    /// ms after the reports are sent; crash --w1 and failover: of the
+    /// leader, under load) [default: 8 for crash, 10 for crash --w1 and
+    /// failover; with --quick 2].
+    #[arg(long, global = true)]
+    kills: Option<usize>,
+    /// crash: kill -9 under W1 lifecycles (QUALITY-BAR R1 as worded: 0
+    /// acknowledged transitions lost over 10 kills) instead of W2's cascades.
+    #[arg(long, global = true)]
+    w1: bool,
+    /// failover: daemons in the HA group (the etcd cluster has 3 members).
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..=5))]
+    members: u16,
+    /// failover: the members' --ha-lease-ttl (whole seconds).
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_whole_seconds)]
+    ha_lease_ttl: u64,
+    /// crash --w1, failover, member-loss: concurrent W1 lifecycle clients.
+    #[arg(long, global = true, default_value_t = 16)]
+    clients: usize,
+    /// crash --w1, failover, member-loss: a short run for a CI smoke test
+    /// (2 kills, shorter load windows; about 15-25 s each).
+    #[arg(long, global = true)]
+    quick: bool,
     /// outage: how long etcd stays stopped (SIGSTOP), e.g. `10s`, `2500ms`.
     #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
     freeze: Duration,
@@ -236,6 +274,17 @@ fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
         .map_err(|_| format!("'{text}' is not a duration; write e.g. 10s or 2500ms"))
 }
 
+/// `2s` or `2` as whole seconds (at least 1).
+fn parse_whole_seconds(text: &str) -> std::result::Result<u64, String> {
+    let duration = parse_duration(text)?;
+    if duration.subsec_nanos() != 0 || duration.as_secs() == 0 {
+        return Err(format!(
+            "'{text}' is not a whole number of seconds (at least 1s)"
+        ));
+    }
+    Ok(duration.as_secs())
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 enum Workloads {
     /// Every workload: W1, W2, W3, memory, startup.
@@ -252,10 +301,21 @@ enum Workloads {
     Startup,
     /// Drill (R1, issue 17), not part of `all`: kill -9 of the daemon while
     /// cascades commit, restart; no entry into Error without its Reconcile.
+    /// With --w1: kill -9 of the only daemon under W1 lifecycles, `--kills`
+    /// (10) times; no acknowledged transition lost.
     Crash,
     /// Drill (R2), not part of `all`: etcd stopped (SIGSTOP) for `--freeze`
     /// under load; every answer within its deadline and true to what etcd holds.
     Outage,
+    /// Drill (HA), not part of `all`: `--members` (2) daemons with --ha on a
+    /// 3-member etcd under W1 lifecycles sent to every member; the leader
+    /// killed with kill -9 `--kills` (10) times and restarted; takeover time,
+    /// first success, throughput, errors; no acknowledged transition lost.
+    Failover,
+    /// Drill (R6), not part of `all`: one daemon on a 3-member etcd under
+    /// W1 lifecycles; the raft leader killed with kill -9 after 5 s, 10 s
+    /// more load; throughput before/after, errors, no acknowledged lost.
+    MemberLoss,
 }
 
 impl Workloads {
@@ -270,6 +330,8 @@ impl Workloads {
             Workloads::Startup => "startup",
             Workloads::Crash => "crash",
             Workloads::Outage => "outage",
+            Workloads::Failover => "failover",
+            Workloads::MemberLoss => "member-loss",
         }
     }
 
@@ -290,6 +352,8 @@ impl Workloads {
                 "it restarts the daemon on the same etcd and checks states, outbox and reconciles in etcd",
             ),
             Workloads::Outage => Some("it freezes the daemon's etcd under load"),
+            Workloads::Failover => Some("its daemons elect a leader in etcd"),
+            Workloads::MemberLoss => Some("it kills a member of the daemon's etcd cluster"),
         }
     }
 }
@@ -434,7 +498,7 @@ async fn run(cli: Cli) -> Result<bool> {
     } else {
         common
     };
-    // W2, memory, startup, crash and outage run on etcd in plaintext only
+    // W2, memory, startup and the drills run on etcd in plaintext only
     // (`stores` and `transports` refused them otherwise).
     let etcd = common.on(Store::Etcd);
     if common.daemon.is_none() && !common.daemon_bin.exists() {
@@ -537,9 +601,28 @@ async fn run(cli: Cli) -> Result<bool> {
         .await;
     }
 
-    if cli.command == Workloads::Crash {
+    if cli.command == Workloads::Crash && cli.w1 {
+        let options = failover::FailoverOptions {
+            members: 1,
+            etcd_members: 1,
+            lease_ttl_s: cli.ha_lease_ttl,
+            kills: cli.kills.unwrap_or(if cli.quick { 2 } else { 10 }),
+            clients: cli.clients,
+            warmup: Duration::from_secs(if cli.quick { 2 } else { 3 }),
+            between: Duration::from_secs(if cli.quick { 1 } else { 2 }),
+        };
+        println!(
+            "\ncrash --w1: {} clients on W1 lifecycles; after {:?}, {} rounds: kill -9 of the daemon, restart on the same etcd and port, {:?} of load",
+            options.clients, options.warmup, options.kills, options.between
+        );
+        repeat(&mut summaries, "crash W1 (kill -9)", runs, |run| {
+            failover::run(&etcd, run, "crash W1 (kill -9)", options)
+        })
+        .await;
+    }
+    if cli.command == Workloads::Crash && !cli.w1 {
         let options = crash::CrashOptions {
-            kills: cli.kills,
+            kills: cli.kills.unwrap_or(if cli.quick { 2 } else { 8 }),
             flip: cli.flip_fraction,
         };
         println!(
@@ -560,6 +643,49 @@ async fn run(cli: Cli) -> Result<bool> {
         repeat(&mut summaries, "outage (etcd frozen)", runs, |run| {
             outage::run(&etcd, run, options)
         })
+        .await;
+    }
+    if cli.command == Workloads::Failover {
+        let options = failover::FailoverOptions {
+            members: usize::from(cli.members),
+            etcd_members: 3,
+            lease_ttl_s: cli.ha_lease_ttl,
+            kills: cli.kills.unwrap_or(if cli.quick { 2 } else { 10 }),
+            clients: cli.clients,
+            warmup: Duration::from_secs(if cli.quick { 2 } else { 5 }),
+            between: Duration::from_secs(if cli.quick { 1 } else { 3 }),
+        };
+        let label = format!("failover ({} members)", options.members);
+        println!(
+            "\nfailover: {} daemons --ha --ha-lease-ttl {}s on a 3-member etcd, {} clients on W1 lifecycles spread over them; after {:?}, {} rounds: kill -9 of the leader, takeover, restart, {:?} of load",
+            options.members,
+            options.lease_ttl_s,
+            options.clients,
+            options.warmup,
+            options.kills,
+            options.between
+        );
+        repeat(&mut summaries, &label, runs, |run| {
+            failover::run(&etcd, run, &label, options)
+        })
+        .await;
+    }
+    if cli.command == Workloads::MemberLoss {
+        let options = member_loss::MemberLossOptions {
+            clients: cli.clients,
+            before: Duration::from_secs(if cli.quick { 3 } else { 5 }),
+            after: Duration::from_secs(if cli.quick { 5 } else { 10 }),
+        };
+        println!(
+            "\nmember-loss: one daemon on a 3-member etcd, {} clients on W1 lifecycles; the raft leader killed with kill -9 after {:?}, {:?} more load",
+            options.clients, options.before, options.after
+        );
+        repeat(
+            &mut summaries,
+            "member-loss (etcd member killed)",
+            runs,
+            |run| member_loss::run(&etcd, run, options),
+        )
         .await;
     }
 
@@ -612,6 +738,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn drill_options_parse() {
+        let cli = Cli::try_parse_from(["smbench", "failover", "--members", "3", "--quick"])
+            .expect("parses");
+        assert_eq!(cli.command, Workloads::Failover);
+        assert_eq!((cli.members, cli.kills, cli.quick), (3, None, true));
+        assert_eq!(cli.ha_lease_ttl, 2);
+        assert!(Cli::try_parse_from(["smbench", "failover", "--members", "1"]).is_err());
+        let cli =
+            Cli::try_parse_from(["smbench", "member-loss", "--clients", "8"]).expect("parses");
+        assert_eq!((cli.command, cli.clients), (Workloads::MemberLoss, 8));
+        let cli =
+            Cli::try_parse_from(["smbench", "crash", "--w1", "--kills", "3"]).expect("parses");
+        assert_eq!((cli.w1, cli.kills), (true, Some(3)));
+        assert_eq!(parse_whole_seconds("3s"), Ok(3));
+        assert!(parse_whole_seconds("1500ms").is_err());
+        assert!(parse_whole_seconds("0s").is_err());
+    }
+
+    #[test]
     fn parses_durations() {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("2500ms"), Ok(Duration::from_millis(2500)));
@@ -641,7 +786,15 @@ mod tests {
 
     #[test]
     fn workloads_that_need_etcd_refuse_the_embedded_store_by_name() {
-        for workload in ["w2", "memory", "startup", "crash", "outage"] {
+        for workload in [
+            "w2",
+            "memory",
+            "startup",
+            "crash",
+            "outage",
+            "failover",
+            "member-loss",
+        ] {
             let refused = stores_of(&[workload, "--store", "etcd,embedded"])
                 .err()
                 .map(|e| e.to_string())
@@ -675,7 +828,15 @@ mod tests {
         assert!(transports_of(&["w1", "--tls", "tls"]).is_err());
         assert!(transports_of(&["all", "--tls", "mtls"]).is_err());
         assert!(transports_of(&["w1", "--tls", "mtls", "--daemon", "http://x:1"]).is_err());
-        for workload in ["w2", "memory", "startup", "crash", "outage"] {
+        for workload in [
+            "w2",
+            "memory",
+            "startup",
+            "crash",
+            "outage",
+            "failover",
+            "member-loss",
+        ] {
             let refused = transports_of(&[workload, "--tls", "plain,mtls"])
                 .err()
                 .map(|e| e.to_string())

@@ -2,7 +2,9 @@
 //! embedded-store runs count instead of etcd's revision
 //! (`statemanager_commits_total`, one per store transaction) and
 //! `statemanager_outbox_depth`, and the commit figures W1 reports on either
-//! store (transactions, transitions per transaction, mean commit time).
+//! store (transactions, transitions per transaction, mean commit time);
+//! and any other path of the metrics port, such as `/healthz?leader` for
+//! the failover drill.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -101,28 +103,46 @@ impl Metrics {
 }
 
 fn get(addr: SocketAddr) -> Result<String> {
-    let timeout = Duration::from_secs(5);
+    let (status, body) = request(addr, "/metrics", Duration::from_secs(5))?;
+    if status != 200 {
+        bail!("/metrics answered {status}");
+    }
+    Ok(body)
+}
+
+/// `GET path` on the daemon's metrics port (`/healthz?leader`, say): the
+/// status code and the body; connecting and reading take at most `within` each.
+pub async fn http_get(addr: SocketAddr, path: &str, within: Duration) -> Result<(u16, String)> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || request(addr, &path, within))
+        .await
+        .context("the HTTP reader")?
+}
+
+fn request(addr: SocketAddr, path: &str, timeout: Duration) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("connecting to the daemon's metrics at {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
     )
-    .context("sending GET /metrics")?;
+    .with_context(|| format!("sending GET {path}"))?;
     let mut answer = String::new();
     stream
         .read_to_string(&mut answer)
-        .context("reading /metrics")?;
+        .with_context(|| format!("reading {path}"))?;
     let Some((head, body)) = answer.split_once("\r\n\r\n") else {
-        bail!("/metrics answered without a header/body separator");
+        bail!("{path} answered without a header/body separator");
     };
     let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        bail!("/metrics answered '{status}'");
-    }
-    Ok(body.to_owned())
+    let code = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .with_context(|| format!("{path} answered '{status}'"))?;
+    Ok((code, body.to_owned()))
 }
 
 /// The value of the sample `name` in Prometheus text (comments skipped).

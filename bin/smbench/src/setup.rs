@@ -146,7 +146,7 @@ impl Common {
 pub struct Env {
     /// The fresh etcd (None with `--etcd`).
     pub etcd: Option<etcd_harness::Etcd>,
-    /// Its client URL.
+    /// Its client URL (comma-separated: every member's).
     pub etcd_url: String,
     /// The shared etcd client.
     pub kv: Client,
@@ -181,15 +181,23 @@ pub fn client_on(channel: Channel) -> Sm {
 impl Env {
     /// Starts a fresh etcd (unless `--etcd`) and the ActionController double.
     pub async fn start(common: &Common) -> Result<Env> {
+        Env::start_cluster(common, 1).await
+    }
+
+    /// Starts a fresh etcd of `members` members (unless `--etcd`) and the
+    /// ActionController double; the daemon and the shared etcd client are
+    /// given every member's URL.
+    pub async fn start_cluster(common: &Common, members: usize) -> Result<Env> {
         let (etcd, etcd_url) = match &common.etcd {
             Some(url) => (None, url.clone()),
             None => {
                 // etcd 3.4 slows after big bursts: every measurement gets its own.
                 let etcd = etcd_harness::Etcd::builder()
+                    .members(members)
                     .auto_compaction_retention("1")
                     .start()
                     .context("starting etcd")?;
-                let url = etcd.endpoint();
+                let url = etcd.endpoints().join(",");
                 (Some(etcd), url)
             }
         };

@@ -29,7 +29,7 @@ use crate::setup::{Common, Env, Sm, client_on};
 use crate::stats::Latencies;
 
 /// STATE-MACHINES §4: each step's target and the component that requests it.
-const STEPS: [(&str, &str, &str); 4] = [
+pub const STEPS: [(&str, &str, &str); 4] = [
     ("Idle", "Waiting", "FilterGateway"),
     ("Waiting", "Satisfied", "FilterGateway"),
     ("Satisfied", "Allowed", "PolicyManager"),
