@@ -19,9 +19,10 @@
 //! `/healthz?leader` 200), the first SUCCESS to a request sent after the
 //! kill, the new leader's `statemanager_ha_last_takeover_seconds` (elected
 //! -> engine loaded), kill -> the killed member back, the answers that
-//! were not SUCCESS from the kill until it was back (the gap) by kind, and
-//! the throughput from then to the next kill against the throughput before
-//! the first kill. At the end every acknowledged transition must be in
+//! were not SUCCESS in the gap (from the kill until the member is back and
+//! a SUCCESS came; requests the kill cut off included) by kind, those
+//! outside any gap, and the throughput from the gap's end to the next kill
+//! against the throughput before the first kill. At the end every acknowledged transition must be in
 //! etcd ([`lifecycle::verify`]), and no answer saying "nothing was
 //! written" may have been written; any other member exiting, two members
 //! answering `/healthz?leader` 200 at once, a takeover that does not come
@@ -457,6 +458,12 @@ async fn fenced_writes(members: &[Member]) -> f64 {
 }
 
 /// Prints the rounds and adds the figures.
+///
+/// Gap `k` runs from kill `k` until the killed member is back and a request
+/// sent after the kill was answered SUCCESS; an answer that is not SUCCESS
+/// belongs to it when it came after the kill and was sent before the gap
+/// ended (requests cut off by the kill included). Every other such answer
+/// is "outside the gaps" and printed with where it fell.
 fn report(
     result: &mut RunResult,
     options: &FailoverOptions,
@@ -472,73 +479,84 @@ fn report(
     let mut back = Latencies::default();
     let mut engine_load = Latencies::default();
     let mut after_rates = Vec::new();
-    let mut gap_errors: BTreeMap<String, usize> = BTreeMap::new();
-    let mut steady_errors: BTreeMap<String, usize> = answers.errors(answers.started, first_kill);
     let mut never_recovered = 0;
-    // Where each gap ended (the start: the warm-up), to place other errors.
-    let mut steady_from = vec![("the start".to_owned(), answers.started, first_kill)];
-    println!(
-        "    throughput before the first kill: {before:.0} transitions/s; per kill: takeover, first SUCCESS sent after the kill, member back, errors kill -> back, transitions/s back -> next kill"
-    );
+    let mut gaps = Vec::new();
     for (k, round) in rounds.iter().enumerate() {
         let until = rounds.get(k + 1).map_or(answers.stopped, |r| r.killed_at);
         let success = answers.first_success_sent_after(round.killed_at);
         let gap_end = success.map_or(round.back_at, |s| s.max(round.back_at));
-        let errors = answers.errors(round.killed_at, gap_end);
+        gaps.push((round.killed_at, gap_end, until, success));
+    }
+    let gap_of = |a: &lifecycle::Answer| {
+        gaps.iter()
+            .position(|&(kill, end, _, _)| a.answered >= kill && a.sent < end)
+    };
+    let mut per_gap = vec![0usize; gaps.len()];
+    let mut gap_errors: BTreeMap<String, usize> = BTreeMap::new();
+    let mut steady_errors: BTreeMap<String, usize> = BTreeMap::new();
+    let mut steady_examples = Vec::new();
+    for a in &answers.all {
+        let Some(failure) = &a.failure else { continue };
+        match gap_of(a) {
+            Some(k) => {
+                per_gap[k] += 1;
+                *gap_errors.entry(failure.kind.clone()).or_default() += 1;
+            }
+            None => {
+                *steady_errors.entry(failure.kind.clone()).or_default() += 1;
+                if steady_examples.len() < 8 {
+                    // Placed after the last gap that ended before it was sent.
+                    let (what, from) = gaps
+                        .iter()
+                        .enumerate()
+                        .rev()
+                        .find(|(_, g)| g.1 <= a.sent)
+                        .map_or(("the start".to_owned(), answers.started), |(k, g)| {
+                            (format!("the end of gap {}", k + 1), g.1)
+                        });
+                    steady_examples.push(format!(
+                        "client {} step {}: sent {:+.3} s, answered {:+.3} s from {what}: {}",
+                        a.client,
+                        a.step,
+                        signed(a.sent, from),
+                        signed(a.answered, from),
+                        failure.kind
+                    ));
+                }
+            }
+        }
+    }
+    println!(
+        "    throughput before the first kill: {before:.0} transitions/s; per kill: takeover, first SUCCESS sent after the kill, member back, answers not SUCCESS in the gap, transitions/s from the gap's end to the next kill"
+    );
+    for (k, (round, &(kill, gap_end, until, success))) in rounds.iter().zip(&gaps).enumerate() {
         let after = answers.rate(gap_end, until);
-        takeover.record(round.leader_at - round.killed_at);
-        back.record(round.back_at - round.killed_at);
+        takeover.record(round.leader_at - kill);
+        back.record(round.back_at - kill);
         if let Some(s) = round.engine_load_s {
             engine_load.record(Duration::from_secs_f64(s.max(0.0)));
         }
         match success {
-            Some(at) if at <= until => first_success.record(at - round.killed_at),
+            Some(at) if at <= until => first_success.record(at - kill),
             _ => never_recovered += 1,
         }
         println!(
             "      kill {:>2}: {:.3} s, {}, {:.3} s, {} errors, {:.0}/s",
             k + 1,
-            secs(round.leader_at - round.killed_at),
-            success.map_or("none".to_owned(), |at| format!(
-                "{:.3} s",
-                secs(at - round.killed_at)
-            )),
-            secs(round.back_at - round.killed_at),
-            errors.values().sum::<usize>(),
+            secs(round.leader_at - kill),
+            success.map_or("none".to_owned(), |at| format!("{:.3} s", secs(at - kill))),
+            secs(round.back_at - kill),
+            per_gap[k],
             after
         );
-        lifecycle::add_errors(&mut gap_errors, errors);
-        lifecycle::add_errors(&mut steady_errors, answers.errors(gap_end, until));
-        steady_from.push((format!("the end of gap {}", k + 1), gap_end, until));
         if !after.is_nan() {
             after_rates.push(after);
         }
     }
-    lifecycle::print_errors(
-        "answers not SUCCESS between a kill and the member back (and a SUCCESS)",
-        &gap_errors,
-    );
-    lifecycle::print_errors("answers not SUCCESS at any other time", &steady_errors);
-    let mut shown = 0;
-    for (from_what, from, until) in &steady_from {
-        for a in answers
-            .all
-            .iter()
-            .filter(|a| !a.ok() && a.answered >= *from && a.answered < *until)
-        {
-            if shown == 8 {
-                break;
-            }
-            shown += 1;
-            println!(
-                "        e.g. client {} step {}: sent {:+.3} s, answered {:+.3} s from {from_what}: {}",
-                a.client,
-                a.step,
-                signed(a.sent, *from),
-                signed(a.answered, *from),
-                a.failure.as_ref().map_or("", |f| f.kind.as_str())
-            );
-        }
+    lifecycle::print_errors("answers not SUCCESS in the gaps", &gap_errors);
+    lifecycle::print_errors("answers not SUCCESS outside the gaps", &steady_errors);
+    for example in &steady_examples {
+        println!("        e.g. {example}");
     }
 
     let timeline: Vec<String> = answers

@@ -428,13 +428,6 @@ pub fn print_errors(title: &str, kinds: &BTreeMap<String, usize>) {
     }
 }
 
-/// Adds `more`'s counts to `into`.
-pub fn add_errors(into: &mut BTreeMap<String, usize>, more: BTreeMap<String, usize>) {
-    for (kind, count) in more {
-        *into.entry(kind).or_default() += count;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@
 //! leader of an HA group of `--members` daemons on a 3-member etcd and
 //! times the takeover ([`failover`]), `member-loss` kills the raft leader
 //! of a 3-member etcd under one daemon ([`member_loss`]). `--quick` makes
-//! each of the three a smoke test of about 15-25 s.
+//! each of the three a smoke test of 5-10 s (2 cores).
 //!
 //! For every measurement it starts a fresh etcd (etcd-harness, loopback,
 //! temporary directory, `--auto-compaction-retention 1`), the in-process
@@ -248,7 +248,7 @@ struct Cli {
     #[arg(long, global = true, default_value_t = 16)]
     clients: usize,
     /// crash --w1, failover, member-loss: a short run for a CI smoke test
-    /// (2 kills, shorter load windows; about 15-25 s each).
+    /// (2 kills, shorter load windows; 5-10 s each on 2 cores).
     #[arg(long, global = true)]
     quick: bool,
     /// outage: how long etcd stays stopped (SIGSTOP), e.g. `10s`, `2500ms`.
