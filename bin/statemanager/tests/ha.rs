@@ -69,10 +69,13 @@ async fn settled_leader(daemons: &[&Daemon], within: Duration) -> usize {
              /healthz?leader 200: {answers:?}"
         );
         if let [leader] = leaders[..] {
-            let named = format!("follower: the leader is {}", daemons[leader].url());
-            let followers_agree = (0..answers.len())
-                .filter(|&i| i != leader)
-                .all(|i| answers[i] == (503, named.clone()));
+            // http:// or, with TLS, https://
+            let named = format!("://{}", daemons[leader].address);
+            let followers_agree = (0..answers.len()).filter(|&i| i != leader).all(|i| {
+                answers[i].0 == 503
+                    && answers[i].1.starts_with("follower: the leader is http")
+                    && answers[i].1.ends_with(&named)
+            });
             if followers_agree {
                 return leader;
             }
@@ -1064,5 +1067,120 @@ async fn a_new_leader_delivers_what_was_pending_and_repeats_nothing_delivered() 
         scenarios,
         ["s1", "s2"],
         "expected one Reconcile each, p1's not repeated by the new leader"
+    );
+}
+
+/// With mutual TLS and a policy: a follower forwards over mutual TLS with
+/// its own member certificate, and the leader decides the call as its
+/// original caller's (the caller's allowed edge passes, another is denied
+/// by the caller's rules), while a caller that is no member cannot speak
+/// for another by setting the forwarding header itself.
+#[tokio::test]
+async fn with_mutual_tls_a_forwarded_call_is_decided_as_its_callers() {
+    use transport_grpc::StateManagerClient;
+    use transport_grpc::forward::FORWARDED_FOR_HEADER;
+    use transport_grpc::testing::pki::{Ca, Files};
+
+    const POLICY: &str = r#"
+trust-domain = "piccolo"
+
+[[rule]]
+name = "filtergateway-conditions"
+identities = ["component/filtergateway"]
+transitions = ["scenario: Idle -> Waiting"]
+
+[[rule]]
+name = "readers"
+identities = ["*"]
+read = true
+"#;
+    let etcd = support::etcd();
+    let keys = Keys::connect(&etcd).await;
+    let ca = Ca::new("PICCOLO test CA");
+    let files = Files::new();
+    let member = ca.member("spiffe://piccolo/component/statemanager");
+    let (cert, key) = files.leaf("member", &member);
+    let client_ca = files.write("client-ca.pem", &ca.pem);
+    let policy = files.write("policy.toml", POLICY);
+    let ac = ActionController::start().await;
+    let mut args = ha_args(&etcd, &ac.url());
+    for (flag, path) in [
+        ("--tls-cert", &cert),
+        ("--tls-key", &key),
+        ("--tls-client-ca", &client_ca),
+        ("--policy", &policy),
+    ] {
+        args.extend([flag.to_owned(), path.display().to_string()]);
+    }
+    let (a, b) = two_members(&args).await;
+    let index = settled_leader(&[&a, &b], Duration::from_secs(10)).await;
+    let (leader, follower) = if index == 0 { (&a, &b) } else { (&b, &a) };
+    until_metric_at_least(
+        leader,
+        "statemanager_ha_takeovers_total",
+        1.0,
+        Duration::from_secs(5),
+    )
+    .await;
+    let connect = async |daemon: &Daemon, uri: &str, name: &str| {
+        let tls = files.client(name, &ca, Some(&ca.client(uri, name)));
+        StateManagerClient::connect_with_tls(&format!("https://{}", daemon.address), &tls)
+            .await
+            .unwrap_or_else(|e| panic!("{name} connects over mutual TLS: {e}"))
+    };
+    let gateway = connect(follower, "spiffe://piccolo/component/filtergateway", "fg").await;
+
+    let mut allowed = change("s", "Idle", "Waiting", "fg-1");
+    allowed.source = String::new();
+    let answer = gateway
+        .raw()
+        .send_state_change(allowed)
+        .await
+        .expect("the follower forwards the FilterGateway's change")
+        .into_inner();
+    assert_success(
+        &answer,
+        "the FilterGateway's Idle -> Waiting through the follower",
+    );
+    keys.eventually("/scenario/s/state", Some("Waiting")).await;
+
+    let revision = keys.revision().await;
+    let mut denied = change("s", "Waiting", "Satisfied", "fg-2");
+    denied.source = String::new();
+    let answer = gateway
+        .raw()
+        .send_state_change(denied)
+        .await
+        .expect("the leader answers")
+        .into_inner();
+    assert_eq!(
+        answer.error_code,
+        ErrorCode::PermissionDenied as i32,
+        "expected the leader to deny the FilterGateway an edge its rules do not give: {answer:?}"
+    );
+
+    // A NodeAgent claims to speak for the FilterGateway, straight to the leader.
+    let nodeagent = connect(leader, "spiffe://piccolo/nodeagent/n1", "na").await;
+    let mut forged = tonic::Request::new(change("s2", "Idle", "Waiting", "na-1"));
+    forged.get_mut().source = String::new();
+    forged.metadata_mut().insert(
+        FORWARDED_FOR_HEADER,
+        "spiffe://piccolo/component/filtergateway".parse().unwrap(),
+    );
+    let answer = nodeagent
+        .raw()
+        .send_state_change(forged)
+        .await
+        .expect("the leader answers")
+        .into_inner();
+    assert_eq!(
+        answer.error_code,
+        ErrorCode::PermissionDenied as i32,
+        "expected the NodeAgent to stay itself despite the header: {answer:?}"
+    );
+    assert_eq!(
+        keys.revision().await,
+        revision,
+        "expected nothing written by the denials"
     );
 }

@@ -58,6 +58,26 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A certificate of an HA group's member, which serves and, when it
+    /// forwards to the leader, is a client: `localhost` and 127.0.0.1, and
+    /// the URI SAN `uri` (`spiffe://piccolo/component/statemanager`).
+    pub fn member(&self, uri: &str) -> Leaf {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("params");
+        params
+            .subject_alt_names
+            .push(SanType::URI(uri.try_into().expect("an IA5 URI")));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "statemanager");
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        self.sign(params)
+    }
+
     /// A client certificate naming its holder by the URI SAN `uri`.
     pub fn client(&self, uri: &str, common_name: &str) -> Leaf {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
