@@ -180,6 +180,8 @@ pub struct EngineHandle {
     pub(crate) commit_timeout: Duration,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) access: Option<Arc<Policy>>,
+    /// A follower's handle (HA): it has no healer to ask.
+    pub(crate) follower: bool,
 }
 
 /// How long a caller whose input was taken waits past its deadline for the
@@ -392,6 +394,11 @@ impl EngineHandle {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> HealerCommand,
     ) -> Result<T, EngineError> {
+        if self.follower {
+            return Err(EngineError::Unavailable(
+                crate::owner::FOLLOWER_ANSWER.to_owned(),
+            ));
+        }
         let (tx, rx) = oneshot::channel();
         let deadline = self.answer_timeout;
         let asked = async {

@@ -178,7 +178,8 @@ impl Engine {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock::default());
         // The outbox's and the healer's ends are dropped with `wires`: a
         // follower delivers nothing and heals nothing.
-        let (handle, wires) = wire(&store, action, &config, &metrics);
+        let (mut handle, wires) = wire(&store, action, &config, &metrics);
+        handle.follower = true;
         let io = owner::OwnerIo {
             commands: wires.commands_rx,
             events: wires.events_tx,
@@ -257,6 +258,7 @@ fn wire(
         commit_timeout: config.commit_timeout,
         metrics: metrics.clone(),
         access: config.core.access.clone(),
+        follower: false,
     };
     let wires = Wires {
         commands_rx,

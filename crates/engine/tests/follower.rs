@@ -76,6 +76,12 @@ async fn follows_and_writes_nothing(store: Arc<dyn StateStore>) {
         f.report_containers(report).await.code,
         ErrorCode::ResourceUnavailable
     );
+    // The recovery and alert methods are the leader's too.
+    let alerts = f.pending_alerts(engine::AlertQuery::default()).await;
+    assert!(
+        matches!(&alerts, Err(engine::EngineError::Unavailable(m)) if m.contains("not the leader")),
+        "{alerts:?}"
+    );
     assert_eq!(
         store.revision().await.unwrap(),
         before,
