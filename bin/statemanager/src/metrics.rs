@@ -1120,11 +1120,19 @@ mod tests {
     #[tokio::test]
     async fn every_documented_family_is_exposed_with_its_type() {
         let engine = test_engine().await;
+        let (_roles, ha) = ha_status(leader_role());
+        ha.last_takeover_ms.store(40, Ordering::Relaxed);
         let sources = Sources {
             bridge: Some(Arc::new(BridgeStats::default())),
+            ha: Some(ha),
             ..test_sources(&engine)
         };
         let text = test_page(&sources);
+        assert!(text.contains("statemanager_ha_term 7\n"), "{text}");
+        assert!(
+            text.contains("statemanager_ha_role{group=\"g\",role=\"leader\"} 1\n"),
+            "{text}"
+        );
         let docs = include_str!("../../../docs/operations.md");
         let table = docs
             .split_once("## Metrics and health")
@@ -1319,6 +1327,77 @@ mod tests {
         answer
     }
 
+    fn leader_role() -> Role {
+        Role::Leader(election::Term {
+            key: "/statemanager/leader/g".into(),
+            revision: 7,
+            lease: 1,
+            leader: election::Leader {
+                id: "me".into(),
+                url: "http://me:47006".into(),
+            },
+        })
+    }
+
+    /// An HA member's status in `role`, and the sender that changes it.
+    fn ha_status(role: Role) -> (watch::Sender<Role>, Arc<crate::ha::Status>) {
+        let (roles, receiver) = watch::channel(role);
+        let status = Arc::new(crate::ha::Status {
+            group: "g".into(),
+            roles: receiver,
+            takeovers: AtomicU64::new(0),
+            fenced_writes: AtomicU64::new(0),
+            last_takeover_ms: std::sync::atomic::AtomicI64::new(-1),
+            leading: AtomicBool::new(false),
+        });
+        (roles, status)
+    }
+
+    #[tokio::test]
+    async fn healthz_leader_answers_200_only_on_a_serving_leader() {
+        let engine = test_engine().await;
+        let (roles, ha) = ha_status(Role::Candidate);
+        let sources = Sources {
+            ha: Some(ha.clone()),
+            ..test_sources(&engine)
+        };
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (_stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, sources, stopped));
+        let health = async |query: &str| get(address, &format!("/healthz{query}")).await;
+
+        let candidate = health("?leader").await;
+        assert!(candidate.starts_with("HTTP/1.1 503"), "{candidate}");
+        assert!(
+            candidate.contains("candidate: no leader is known"),
+            "{candidate}"
+        );
+        assert!(health("").await.contains("ok: candidate"));
+
+        roles.send_replace(Role::Follower(election::Leader {
+            id: "other".into(),
+            url: "http://other:47006".into(),
+        }));
+        let follower = health("?leader").await;
+        assert!(follower.starts_with("HTTP/1.1 503"), "{follower}");
+        assert!(
+            follower.contains("the leader is http://other:47006"),
+            "{follower}"
+        );
+        assert!(health("").await.starts_with("HTTP/1.1 200"));
+
+        roles.send_replace(leader_role());
+        let loading = health("?leader").await;
+        assert!(loading.starts_with("HTTP/1.1 503"), "{loading}");
+        assert!(loading.contains("loading the state"), "{loading}");
+        ha.leading.store(true, Ordering::Relaxed);
+        let leader = health("?leader").await;
+        assert!(leader.starts_with("HTTP/1.1 200"), "{leader}");
+        assert!(health("?x=1&leader").await.starts_with("HTTP/1.1 200"));
+        engine.shutdown().await;
+    }
+
     async fn get(address: SocketAddr, path: &str) -> String {
         let head = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
         request(address, &head).await
@@ -1362,6 +1441,11 @@ mod tests {
         .await;
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
         assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
+        let alone = get(address, "/healthz?leader").await;
+        assert!(
+            alone.starts_with("HTTP/1.1 200") && alone.contains("ok: leader"),
+            "{alone}"
+        );
         let other = get(address, "/other").await;
         assert!(other.starts_with("HTTP/1.1 404"), "{other}");
         assert!(other.contains("try /metrics or /healthz"), "{other}");
