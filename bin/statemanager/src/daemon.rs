@@ -92,9 +92,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             let status = member.status.clone();
             let engines = member.engines.subscribe();
             let routes = member.routes.subscribe();
+            // Its own signal: the member stops after the gRPC server drained.
+            let (stop, stopped) = watch::channel(false);
             (
                 Running::Member {
-                    task: tokio::spawn(member.member.run(member.first, stop_rx.clone())),
+                    task: tokio::spawn(member.member.run(member.first, stopped)),
+                    stop,
                     engines,
                     routes,
                 },
@@ -245,6 +248,7 @@ enum Running {
     One(Engine),
     Member {
         task: JoinHandle<()>,
+        stop: watch::Sender<bool>,
         engines: watch::Receiver<EngineHandle>,
         routes: Routes,
     },
@@ -273,12 +277,13 @@ impl Running {
         }
     }
 
-    /// Stops the engine; a member also resigns (the stop signal is sent
-    /// before this is called).
+    /// Stops the engine; a member also resigns, so that another member
+    /// takes over at once.
     async fn shutdown(self) {
         match self {
             Running::One(engine) => engine.shutdown().await,
-            Running::Member { task, .. } => {
+            Running::Member { task, stop, .. } => {
+                let _ = stop.send(true);
                 let _ = task.await;
             }
         }
