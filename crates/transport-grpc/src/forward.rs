@@ -24,7 +24,10 @@ use tonic::codegen::http::{self, HeaderValue};
 use tonic::transport::Channel;
 use tracing::debug;
 
+use statemachine_core::Policy;
+
 use crate::peer::PeerCertificate;
+use crate::server::Engines;
 
 /// Set on a request one instance passed to another.
 pub const FORWARDED_HEADER: &str = "x-statemanager-forwarded";
@@ -62,6 +65,8 @@ pub fn is_forwarded_method(path: &str) -> bool {
 #[derive(Clone)]
 pub(crate) struct ForwardLayer {
     pub(crate) routes: Routes,
+    /// The engine, for its access policy (who counts as a member).
+    pub(crate) engines: Engines,
 }
 
 impl<S> tower_layer::Layer<S> for ForwardLayer {
@@ -71,6 +76,7 @@ impl<S> tower_layer::Layer<S> for ForwardLayer {
         Forward {
             inner,
             routes: self.routes.clone(),
+            engines: self.engines.clone(),
         }
     }
 }
@@ -80,6 +86,7 @@ impl<S> tower_layer::Layer<S> for ForwardLayer {
 pub(crate) struct Forward<S> {
     inner: S,
     routes: Routes,
+    engines: Engines,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -101,7 +108,8 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        adopt_forwarded_caller(&mut request);
+        let policy = self.engines.current().access_policy().cloned();
+        adopt_forwarded_caller(&mut request, policy.as_deref());
         let route = if request.headers().contains_key(FORWARDED_HEADER)
             || !is_forwarded_method(request.uri().path())
         {
@@ -175,20 +183,24 @@ fn while_connecting(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// The URI name that marks a member of the group (any trust domain).
-const MEMBER_SUFFIX: &str = "/component/statemanager";
+/// The component a member of an HA group is, as its certificate names it.
+pub const MEMBER_COMPONENT: &str = "statemanager";
 
 /// On the receiving side: a request another member forwarded is
 /// authorized as its original caller. The caller's names are taken from
-/// [`FORWARDED_FOR_HEADER`] only when the connection's own certificate
-/// names a StateManager; from anyone else the header is dropped and the
-/// peer is who its certificate says.
-fn adopt_forwarded_caller(request: &mut http::Request<Body>) {
+/// [`FORWARDED_FOR_HEADER`] only when `policy` identifies the connection's
+/// own certificate as the StateManager component (in the policy's trust
+/// domain); from anyone else, or without a policy (nothing is authorized
+/// then), the header is dropped and the peer is who its certificate says.
+fn adopt_forwarded_caller(request: &mut http::Request<Body>, policy: Option<&Policy>) {
     let Some(names) = request.headers_mut().remove(FORWARDED_FOR_HEADER) else {
         return;
     };
-    let from_member = PeerCertificate::in_extensions(request.extensions())
-        .is_some_and(|peer| peer.san_uris.iter().any(|uri| uri.ends_with(MEMBER_SUFFIX)));
+    let from_member = policy.is_some_and(|policy| {
+        PeerCertificate::in_extensions(request.extensions())
+            .and_then(|peer| policy.identify(&peer.san_uris).ok())
+            .is_some_and(|peer| peer.component == MEMBER_COMPONENT && peer.node.is_none())
+    });
     if !from_member {
         return;
     }
@@ -244,23 +256,34 @@ mod tests {
 
     #[test]
     fn only_a_member_may_speak_for_its_caller() {
+        let policy = Policy::default();
+        let member = "spiffe://piccolo/component/statemanager";
         let gateway = "spiffe://piccolo/component/filtergateway";
-        let mut forwarded = request(
-            Some("spiffe://piccolo/component/statemanager"),
-            Some(gateway),
-        );
-        adopt_forwarded_caller(&mut forwarded);
+        let mut forwarded = request(Some(member), Some(gateway));
+        adopt_forwarded_caller(&mut forwarded, Some(&policy));
         assert_eq!(caller(&forwarded), Some(vec![gateway.to_owned()]));
 
-        let node = "spiffe://piccolo/nodeagent/a";
-        let mut forged = request(Some(node), Some(gateway));
-        adopt_forwarded_caller(&mut forged);
-        assert_eq!(caller(&forged), Some(vec![node.to_owned()]));
-        assert!(!forged.headers().contains_key(FORWARDED_FOR_HEADER));
-
-        let mut plaintext = request(None, Some(gateway));
-        adopt_forwarded_caller(&mut plaintext);
-        assert_eq!(caller(&plaintext), None);
+        // Not a member, a member of another trust domain, no certificate,
+        // no policy: the header is dropped.
+        for (peer, policy) in [
+            (Some("spiffe://piccolo/nodeagent/a"), Some(&policy)),
+            (
+                Some("spiffe://elsewhere/component/statemanager"),
+                Some(&policy),
+            ),
+            (None, Some(&policy)),
+            (Some(member), None),
+        ] {
+            let mut forged = request(peer, Some(gateway));
+            adopt_forwarded_caller(&mut forged, policy);
+            assert_eq!(
+                caller(&forged),
+                peer.map(|p| vec![p.to_owned()]),
+                "{peer:?} with a policy: {}",
+                policy.is_some()
+            );
+            assert!(!forged.headers().contains_key(FORWARDED_FOR_HEADER));
+        }
     }
 
     #[test]

@@ -572,6 +572,10 @@ where
 {
     let address: SocketAddr = listener.local_addr().map_err(ServeError::Address)?;
     let (stop_streams, stopping) = watch::channel(false);
+    let forward = crate::forward::ForwardLayer {
+        routes,
+        engines: engines.clone(),
+    };
     let service = StateManagerService::with_shutdown(engines, stopping)
         .into_server(options.max_message_bytes);
 
@@ -613,7 +617,7 @@ where
         .http2_keepalive_interval(Some(options.keepalive_interval))
         .http2_keepalive_timeout(Some(options.keepalive_timeout))
         .timeout(options.request_timeout)
-        .layer(crate::forward::ForwardLayer { routes })
+        .layer(forward)
         .add_service(service)
         .add_service(health_service)
         .add_service(reflection_v1)
