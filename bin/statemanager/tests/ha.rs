@@ -682,7 +682,9 @@ async fn without_a_leader_writes_are_refused_in_time() {
     let mut sm = daemon.client().await;
     let deadline = Duration::from_secs(3);
 
+    // A write answered within its deadline, and nothing written to etcd.
     let mut refused_in_time = async |what: &str| {
+        let revision = keys.revision().await;
         let mut request = tonic::Request::new(change("s", "Idle", "Waiting", what));
         request.set_timeout(deadline);
         let asked = Instant::now();
@@ -694,28 +696,32 @@ async fn without_a_leader_writes_are_refused_in_time() {
             "expected an answer within the {deadline:?} deadline with the leader {what}, \
              took {waited:?}: {answer:?}"
         );
+        assert_eq!(
+            keys.revision().await,
+            revision,
+            "expected nothing written to etcd with the leader {what}"
+        );
         answer
     };
+    // Refused: RESOURCE_UNAVAILABLE in the answer, or an UNAVAILABLE status.
+    let refused =
+        |what: &str, answer: Result<tonic::Response<sm::StateChangeResponse>, tonic::Status>| {
+            match answer {
+                Ok(answer) => assert_eq!(
+                    answer.get_ref().error_code,
+                    ErrorCode::ResourceUnavailable as i32,
+                    "expected RESOURCE_UNAVAILABLE with the leader {what}: {answer:?}"
+                ),
+                Err(status) => assert_eq!(
+                    status.code(),
+                    tonic::Code::Unavailable,
+                    "expected UNAVAILABLE before the deadline with the leader {what}: {status}"
+                ),
+            }
+        };
 
     // The leader's address refuses connections.
-    let revision = keys.revision().await;
-    match refused_in_time("dead").await {
-        Ok(answer) => assert_eq!(
-            answer.get_ref().error_code,
-            ErrorCode::ResourceUnavailable as i32,
-            "expected RESOURCE_UNAVAILABLE with the leader dead: {answer:?}"
-        ),
-        Err(status) => assert_eq!(
-            status.code(),
-            tonic::Code::Unavailable,
-            "expected UNAVAILABLE with the leader dead: {status}"
-        ),
-    }
-    assert_eq!(
-        keys.revision().await,
-        revision,
-        "expected nothing written to etcd"
-    );
+    refused("dead", refused_in_time("dead").await);
 
     // The leader's address accepts connections and never answers (a hung
     // process): the answer must still come within the deadline.
@@ -728,24 +734,7 @@ async fn without_a_leader_writes_are_refused_in_time() {
         Duration::from_secs(5),
     )
     .await;
-    let revision = keys.revision().await;
-    match refused_in_time("hung").await {
-        Ok(answer) => assert_eq!(
-            answer.get_ref().error_code,
-            ErrorCode::ResourceUnavailable as i32,
-            "expected RESOURCE_UNAVAILABLE with the leader hung: {answer:?}"
-        ),
-        Err(status) => assert_eq!(
-            status.code(),
-            tonic::Code::Unavailable,
-            "expected UNAVAILABLE before the deadline with the leader hung: {status}"
-        ),
-    }
-    assert_eq!(
-        keys.revision().await,
-        revision,
-        "expected nothing written to etcd"
-    );
+    refused("hung", refused_in_time("hung").await);
     drop(hung);
 
     // The key names no leader this version understands: no leader is
@@ -765,7 +754,6 @@ async fn without_a_leader_writes_are_refused_in_time() {
         Duration::from_secs(5),
     )
     .await;
-    let revision = keys.revision().await;
     let answer = refused_in_time("unknown")
         .await
         .expect("expected a candidate to answer a write itself, not with a gRPC error")
@@ -778,11 +766,6 @@ async fn without_a_leader_writes_are_refused_in_time() {
     assert!(
         answer.message.contains("nothing was written"),
         "expected the refusal to say nothing was written: {answer:?}"
-    );
-    assert_eq!(
-        keys.revision().await,
-        revision,
-        "expected nothing written to etcd"
     );
     assert_eq!(
         keys.get("/scenario/s/state").await,
