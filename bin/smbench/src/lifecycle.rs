@@ -28,7 +28,7 @@ use crate::kv;
 use crate::report::{Bound, RunResult};
 use crate::setup::Sm;
 use crate::stats::Latencies;
-use crate::w1::STEPS;
+use crate::w1::{STEPS, step_change};
 
 /// The lifecycle's states in order: a step's target is `LIFECYCLE[step + 1]`.
 pub const LIFECYCLE: [&str; 5] = ["Idle", "Waiting", "Satisfied", "Allowed", "Completed"];
@@ -183,19 +183,11 @@ async fn client(mut sm: Sm, client: usize, prefix: String, stop: Arc<AtomicBool>
     let mut out = Vec::new();
     for scenario in 0.. {
         let name = format!("{prefix}-{client}-{scenario}");
-        for (step, (from, to, source)) in STEPS.iter().enumerate() {
+        for step in 0..STEPS.len() {
             if stop.load(Ordering::Relaxed) {
                 return out;
             }
-            let mut request = tonic::Request::new(sm::StateChange {
-                resource_type: sm::ResourceType::Scenario as i32,
-                resource_name: name.clone(),
-                current_state: (*from).into(),
-                target_state: (*to).into(),
-                transition_id: format!("{name}-{step}"),
-                timestamp_ns: 0,
-                source: (*source).into(),
-            });
+            let mut request = tonic::Request::new(step_change(&name, step));
             request.set_timeout(DEADLINE);
             let sent = Instant::now();
             let failure = Failure::of(sm.send_state_change(request).await);

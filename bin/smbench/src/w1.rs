@@ -36,6 +36,21 @@ pub const STEPS: [(&str, &str, &str); 4] = [
     ("Allowed", "Completed", "ActionController"),
 ];
 
+/// The request of W1's step `step` (an index into [`STEPS`]) for scenario
+/// `name`, as the step's component sends it.
+pub fn step_change(name: &str, step: usize) -> sm::StateChange {
+    let (from, to, source) = STEPS[step];
+    sm::StateChange {
+        resource_type: sm::ResourceType::Scenario as i32,
+        resource_name: name.to_owned(),
+        current_state: from.into(),
+        target_state: to.into(),
+        transition_id: format!("{name}-{step}"),
+        timestamp_ns: 0,
+        source: source.into(),
+    }
+}
+
 /// The default number of scenarios at a concurrency.
 pub fn default_scenarios(concurrency: usize) -> usize {
     if concurrency >= 16 { 16_000 } else { 2_000 }
@@ -119,17 +134,8 @@ async fn drive(env: &Env, prefix: &str, scenarios: usize, concurrency: usize) ->
                         return (latencies, failures, first_failure);
                     }
                     let name = format!("{prefix}-{i}");
-                    for (step, (from, to, source)) in STEPS.iter().enumerate() {
-                        let request = sm::StateChange {
-                            resource_type: sm::ResourceType::Scenario as i32,
-                            resource_name: name.clone(),
-                            current_state: (*from).into(),
-                            target_state: (*to).into(),
-                            transition_id: format!("{name}-{step}"),
-                            timestamp_ns: 0,
-                            source: (*source).into(),
-                        };
-                        let mut call = tonic::Request::new(request);
+                    for (step, (from, to, _)) in STEPS.iter().enumerate() {
+                        let mut call = tonic::Request::new(step_change(&name, step));
                         call.set_timeout(Duration::from_secs(30));
                         let t0 = Instant::now();
                         let answer = clients[step].send_state_change(call).await;
