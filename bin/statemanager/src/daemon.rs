@@ -249,7 +249,7 @@ enum Running {
     Member {
         task: JoinHandle<()>,
         stop: watch::Sender<bool>,
-        engines: watch::Receiver<EngineHandle>,
+        engines: watch::Receiver<Arc<EngineHandle>>,
         routes: Routes,
     },
 }
@@ -257,7 +257,7 @@ enum Running {
 impl Running {
     fn engines(&self) -> Engines {
         match self {
-            Running::One(engine) => Engines::One(engine.handle()),
+            Running::One(engine) => engine.handle().into(),
             Running::Member { engines, .. } => Engines::Switching(engines.clone()),
         }
     }
@@ -296,7 +296,7 @@ struct Started {
     member: Member,
     first: Engine,
     status: Arc<ha::Status>,
-    engines: watch::Sender<EngineHandle>,
+    engines: watch::Sender<Arc<EngineHandle>>,
     routes: watch::Sender<Option<LeaderRoute>>,
 }
 
@@ -349,7 +349,7 @@ async fn start_member(
         last_takeover_ms: AtomicI64::new(-1),
         leading: AtomicBool::new(false),
     });
-    let (engines, _) = watch::channel(first.handle());
+    let (engines, _) = watch::channel(Arc::new(first.handle()));
     let (routes, _) = watch::channel(None);
     // Forwarding to the leader over TLS presents this member's own
     // certificate, which names the StateManager component.

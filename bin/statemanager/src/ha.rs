@@ -68,7 +68,7 @@ pub struct Member {
     pub(crate) config: EngineConfig,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) election: Arc<dyn LeaderElection>,
-    pub(crate) engines: watch::Sender<EngineHandle>,
+    pub(crate) engines: watch::Sender<Arc<EngineHandle>>,
     pub(crate) routes: watch::Sender<Option<LeaderRoute>>,
     pub(crate) status: Arc<Status>,
     /// TLS for forwarding to the leader (the member's own certificate).
@@ -153,7 +153,7 @@ impl Member {
                 .await
                 {
                     Ok(engine) => {
-                        let _ = self.engines.send(engine.handle());
+                        let _ = self.engines.send(Arc::new(engine.handle()));
                         self.status.leading.store(true, Ordering::Relaxed);
                         let took = elected.elapsed();
                         self.status.takeovers.fetch_add(1, Ordering::Relaxed);
@@ -220,7 +220,7 @@ impl Member {
         .await
         {
             Ok(engine) => {
-                let _ = self.engines.send(engine.handle());
+                let _ = self.engines.send(Arc::new(engine.handle()));
                 *current = Current::Follower(engine);
                 true
             }

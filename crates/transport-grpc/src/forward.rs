@@ -108,8 +108,10 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let policy = self.engines.current().access_policy().cloned();
-        adopt_forwarded_caller(&mut request, policy.as_deref());
+        if request.headers().contains_key(FORWARDED_FOR_HEADER) {
+            let engine = self.engines.current();
+            adopt_forwarded_caller(&mut request, engine.access_policy().map(|p| &**p));
+        }
         let route = if request.headers().contains_key(FORWARDED_HEADER)
             || !is_forwarded_method(request.uri().path())
         {

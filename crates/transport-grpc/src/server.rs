@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::EngineHandle;
@@ -40,18 +41,19 @@ pub use healing::HEALTH_WAIT;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The engine a server answers from: one, or the current one of an HA
-/// member, whose engine changes with its role.
+/// member, whose engine changes with its role. Shared, so that taking the
+/// current one for a request costs one reference count.
 #[derive(Clone)]
 pub enum Engines {
     /// Always this engine.
-    One(EngineHandle),
+    One(Arc<EngineHandle>),
     /// Whichever engine the channel holds when a request comes.
-    Switching(watch::Receiver<EngineHandle>),
+    Switching(watch::Receiver<Arc<EngineHandle>>),
 }
 
 impl Engines {
     /// The engine answering now.
-    pub fn current(&self) -> EngineHandle {
+    pub fn current(&self) -> Arc<EngineHandle> {
         match self {
             Engines::One(engine) => engine.clone(),
             Engines::Switching(engines) => engines.borrow().clone(),
@@ -61,12 +63,12 @@ impl Engines {
 
 impl From<EngineHandle> for Engines {
     fn from(engine: EngineHandle) -> Self {
-        Engines::One(engine)
+        Engines::One(Arc::new(engine))
     }
 }
 
-impl From<watch::Receiver<EngineHandle>> for Engines {
-    fn from(engines: watch::Receiver<EngineHandle>) -> Self {
+impl From<watch::Receiver<Arc<EngineHandle>>> for Engines {
+    fn from(engines: watch::Receiver<Arc<EngineHandle>>) -> Self {
         Engines::Switching(engines)
     }
 }
@@ -100,7 +102,7 @@ impl StateManagerService {
     }
 
     /// The engine to answer the current request.
-    fn engine(&self) -> EngineHandle {
+    fn engine(&self) -> Arc<EngineHandle> {
         self.engines.current()
     }
 
