@@ -310,7 +310,8 @@ async fn start_member(
     action: Arc<dyn ActionPort>,
     counters: &Arc<engine::Metrics>,
 ) -> anyhow::Result<Started> {
-    let first = Member::first_engine(
+    // A follower first: the election has not spoken yet.
+    let first = Engine::start_follower(
         store.clone(),
         action.clone(),
         settings.engine.clone(),

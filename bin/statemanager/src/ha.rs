@@ -77,17 +77,6 @@ pub struct Member {
 }
 
 impl Member {
-    /// Starts the first engine (a follower: the election has not spoken
-    /// yet), for the server to answer from at once.
-    pub async fn first_engine(
-        store: Arc<dyn StateStore>,
-        action: Arc<dyn ActionPort>,
-        config: EngineConfig,
-        metrics: Arc<Metrics>,
-    ) -> Result<Engine, state_store::StoreError> {
-        Engine::start_follower(store, action, config, metrics).await
-    }
-
     /// Follows the election until `stop` turns true; then stops the
     /// engine and resigns (a leader's key goes at once, so another member
     /// takes over without waiting for the lease).

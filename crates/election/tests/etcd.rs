@@ -186,6 +186,8 @@ async fn a_key_this_version_cannot_read_names_no_leader_until_it_goes() {
     let mut roles = a.roles();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*roles.borrow(), Role::Candidate);
+    let held = store.get(KEY).await.unwrap().expect("the key stays");
+    assert_eq!(held.value, b"not json", "nobody campaigned over it");
     store.delete(KEY).await.unwrap();
     until(&mut roles, "leader", Role::is_leader).await;
     a.resign().await;
