@@ -279,6 +279,9 @@ impl Member {
                 message: format!("running 'kill': {e}"),
             })?;
         if output.status.success() {
+            if signal == "STOP" {
+                wait_until_stopped(pid);
+            }
             Ok(())
         } else {
             Err(HarnessError::Signal {
@@ -287,6 +290,27 @@ impl Member {
                 message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
             })
         }
+    }
+}
+
+/// A signal is delivered after `kill` returns: waits (1 s at most) until
+/// the kernel shows `pid` stopped, so that a caller's next request meets a
+/// stopped etcd rather than one still answering. Where `/proc` cannot be
+/// read, returns at once.
+fn wait_until_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return;
+        };
+        // `pid (comm) state ...`: the state follows the last ')'.
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        if matches!(state, Some('T' | 't')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
